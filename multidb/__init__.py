@@ -1,0 +1,33 @@
+"""multidb: many named ZODB databases in one process.
+
+The public names are re-exported here; everything else lives in
+implementation modules.
+"""
+#: The collection of named databases (see ``ICollection``).
+from multidb.collection import Collection
+#: A group of connections sharing a transaction manager.
+from multidb.group import ConnectionGroup
+#: The errors: one base, each subclass also the built-in it means.
+from multidb.errors import CollectionClosed
+from multidb.errors import DatabaseInUse
+from multidb.errors import DuplicateName
+from multidb.errors import GroupClosed
+from multidb.errors import GroupExists
+from multidb.errors import InvalidName
+from multidb.errors import MultiDBError
+from multidb.errors import TooManyOpen
+from multidb.errors import UnknownDatabase
+
+__all__ = [
+    'Collection',
+    'ConnectionGroup',
+    'CollectionClosed',
+    'DatabaseInUse',
+    'DuplicateName',
+    'GroupClosed',
+    'GroupExists',
+    'InvalidName',
+    'MultiDBError',
+    'TooManyOpen',
+    'UnknownDatabase',
+]

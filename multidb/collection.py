@@ -1,0 +1,686 @@
+"""The collection: named ZODB databases sharing one ``databases`` mapping.
+
+See :class:`multidb.interfaces.ICollection`.
+"""
+import atexit
+import collections
+import contextlib
+import logging
+import queue
+import threading
+import time
+import weakref
+
+import transaction
+import ZODB
+from ZODB.Connection import Connection as _ZConnection
+from ZODB.DemoStorage import DemoStorage
+from ZODB.MappingStorage import MappingStorage
+from ZODB.POSException import ConnectionStateError
+from zope.interface import implementer
+
+from multidb.errors import CollectionClosed
+from multidb.errors import DatabaseInUse
+from multidb.errors import DuplicateName
+from multidb.errors import GroupExists
+from multidb.errors import InvalidName
+from multidb.errors import TooManyOpen
+from multidb.errors import UnknownDatabase
+from multidb.interfaces import ICollection
+
+try:
+    import resource
+except ImportError:  # pragma: no cover (not POSIX)
+    resource = None
+
+log = logging.getLogger(__name__)
+
+#: File descriptors held by one open FileStorage (data, lock, tmp, index
+#: writer); the default ``max_open`` is derived from it.
+FDS_PER_DATABASE = 4
+
+# Entry states.  An entry moves CLOSED -> OPENING -> OPEN -> CLOSING ->
+# CLOSED; OPENING and CLOSING happen outside the collection's lock, and
+# anybody else wanting the entry waits for them to end.
+CLOSED = 'closed'
+OPENING = 'opening'
+OPEN = 'open'
+CLOSING = 'closing'
+
+# Storages whose data lives in this process only: closing one loses it,
+# so a database on one is never evicted.
+_IN_MEMORY = (MappingStorage, DemoStorage)
+
+# The keyword arguments of ZODB.DB that the collection sets itself.
+_RESERVED_KWARGS = ('database_name', 'databases')
+
+
+def default_max_open():
+    """The default ``max_open``: three quarters of the soft limit on file
+    descriptors, at four per database, leaving a quarter of the limit to
+    the rest of the process."""
+    soft = 1024
+    if resource is not None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+            soft = 1 << 20
+    return max(1, soft * 3 // 4 // FDS_PER_DATABASE)
+
+
+def check_name(name):
+    """The collection's own rule: any non-empty string, as in ZODB.
+
+    (Tenant names follow a stricter policy, see :mod:`multidb.names`.)
+    """
+    if not isinstance(name, str):
+        raise InvalidName(name, f"a database name must be a str, not"
+                                f" {type(name).__name__}")
+    if not name:
+        raise InvalidName(name, "a database name must not be empty")
+
+
+class _Entry:
+    """What the collection knows about one name."""
+
+    # Slots: a process may declare 100,000 of these.
+    __slots__ = ('name', 'factory', 'db_kwargs', 'db', 'state', 'pins',
+                 'origin', 'evictable')
+
+    def __init__(self, name, factory, db_kwargs, origin=None):
+        self.name = name
+        # None when the database was added with a storage object: it
+        # cannot be reopened, so it is never evicted.
+        self.factory = factory
+        self.db_kwargs = db_kwargs
+        self.db = None
+        self.state = CLOSED
+        # Callers between "got the DB" and "its connection is open": the
+        # window in which the database looks idle but must not be evicted.
+        self.pins = 0
+        # Where the name was declared (a config file and line), for errors.
+        self.origin = origin
+        # Set when opened: can a reopen bring the same data back?
+        self.evictable = False
+
+
+def _connections_in_use(db):
+    """How many connections of db are handed out (opened, not in a pool).
+
+    The pools keep weak references to handed-out connections, so one
+    dropped without being closed stops counting once it is collected.
+    """
+    with db._lock:
+        n = 0
+        for c in db.pool.all:
+            if c.opened:
+                n += 1
+        for c in db.historical_pool:
+            if c.opened:
+                n += 1
+        return n
+
+
+class Connection(_ZConnection):
+    """A ZODB connection that never keeps other databases' connections.
+
+    Plain ZODB closes the secondary connections of a group together with
+    the primary and keeps them attached to it in the primary's pool:
+    pooled connections of ``a`` pin connections (and caches) of ``b``
+    beyond ``b``'s pool size, and break when ``b`` is closed.  Here each
+    member goes back to its own database's pool.
+    """
+
+    def close(self, primary=True):
+        if primary and len(self.connections) > 1:
+            members = [c for c in self.connections.values() if c is not self]
+            # Check every member first, so that a refusal closes nothing.
+            for c in (self, *members):
+                if not c._needs_to_join:
+                    raise ConnectionStateError(
+                        f"cannot close the connection: its connection to"
+                        f" database {c._db.database_name!r} is joined to a"
+                        f" transaction (commit or abort first)")
+            self.connections = {self._db.database_name: self}
+            for c in members:
+                c.connections = {c._db.database_name: c}
+            super().close(primary)
+            for c in members:
+                try:
+                    c.close()
+                except Exception:  # pragma: no cover (checked above)
+                    log.exception("closing the connection %r failed", c)
+            return
+        super().close(primary)
+
+
+class DB(ZODB.DB):
+    """A ``ZODB.DB`` that belongs to a collection.
+
+    ``open()`` keeps working on a database the collection has evicted (it
+    forwards to the reopened one), and ``close()`` removes the name from
+    the collection instead of leaving a dead database in ``databases``.
+    """
+
+    klass = Connection
+    _collection = None
+    _entry = None
+
+    def open(self, transaction_manager=None, at=None, before=None):
+        coll = self._collection
+        if coll is None:
+            # Still inside ZODB.DB.__init__ (its root check), or detached.
+            return ZODB.DB.open(self, transaction_manager, at, before)
+        entry, db = coll._pin_db(self)
+        try:
+            return ZODB.DB.open(db, transaction_manager, at, before)
+        finally:
+            coll._unpin(entry)
+
+    def close(self):
+        coll = self._collection
+        if coll is None:
+            return ZODB.DB.close(self)
+        coll._close_db(self)
+
+    def _returnToPool(self, connection):
+        ZODB.DB._returnToPool(self, connection)
+        coll = self._collection
+        if coll is not None and coll._waiters:
+            # remove() or an opener waits for a connection to come back.
+            with coll._cond:
+                coll._cond.notify_all()
+
+
+class _Databases(collections.abc.MutableMapping):
+    """The ``databases`` mapping every database of a collection shares.
+
+    Plain ZODB reads it by name (``Connection.get_connection``, loading a
+    cross-database reference): reading a declared name opens it.  Its keys
+    are every name, declared or open; ``values()`` and ``items()`` would
+    open every database, so prefer the collection's own methods.
+    """
+
+    __slots__ = ('_collection',)
+
+    def __init__(self, collection):
+        self._collection = collection
+
+    def __getitem__(self, name):
+        return self._collection._acquire(name).db
+
+    def __contains__(self, name):
+        return name in self._collection._entries
+
+    def __iter__(self):
+        return iter(list(self._collection._entries))
+
+    def __len__(self):
+        return len(self._collection._entries)
+
+    def __setitem__(self, name, db):
+        # ZODB.DB(..., databases=c.databases) registers itself here.
+        self._collection._register_external(name, db)
+
+    def __delitem__(self, name):
+        self._collection.remove(name)
+
+    def __repr__(self):
+        return f"<databases of {self._collection!r}>"
+
+
+@implementer(ICollection)
+class Collection:
+    """See :class:`multidb.interfaces.ICollection`.
+
+    ``max_open``: the most databases open at once (default: from the
+    file-descriptor limit, see :func:`default_max_open`).
+    ``open_timeout``: how long opening a database waits for a slot when
+    ``max_open`` databases are all in use, before ``TooManyOpen``.
+    """
+
+    def __init__(self, *, max_open=None, open_timeout=30.0):
+        if max_open is None:
+            max_open = default_max_open()
+        if not isinstance(max_open, int) or max_open < 1:
+            raise ValueError(f"max_open must be a positive int, not"
+                             f" {max_open!r}")
+        self.max_open = max_open
+        self.open_timeout = open_timeout
+        # Evict down to max_open - slack at once, so that the closer
+        # thread has a few databases to close while callers go on, and a
+        # caller only waits for it when it falls that far behind.
+        self._slack = max(1, min(32, max_open // 16))
+        # One plain lock guards the maps below; nothing slow runs under it
+        # (opening and closing storages happen outside it), except
+        # remove(), which closes under it so the name cannot be re-added
+        # while its storage is still locked.
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters = 0
+        self._entries = {}                      # name -> _Entry
+        self._open = collections.OrderedDict()  # LRU first
+        self._opening = 0
+        self._closing = 0
+        self._closer = None
+        self._queue = None
+        self._groups = {}   # transaction manager -> weakref to its group
+        self._closed = False
+        self.databases = _Databases(self)
+
+    # -- mapping -----------------------------------------------------------
+
+    def __getitem__(self, name):
+        return self._acquire(name).db
+
+    def __contains__(self, name):
+        return name in self._entries
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(list(self._entries))
+
+    def get(self, name, default=None):
+        """``c[name]``, or default for an unknown name."""
+        try:
+            return self[name]
+        except UnknownDatabase:
+            return default
+
+    def is_open(self, name):
+        """Is the database open right now?  (Never opens it.)"""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownDatabase(name)
+        return entry.state is OPEN
+
+    @property
+    def open_count(self):
+        """How many databases are open or being opened or closed."""
+        return len(self._open) + self._opening + self._closing
+
+    def __repr__(self):
+        state = 'closed' if self._closed else f'{len(self._open)} open'
+        return (f"<multidb.Collection of {len(self._entries)} databases,"
+                f" {state}, at {id(self):#x}>")
+
+    # -- declare, add, remove ----------------------------------------------
+
+    def declare(self, name, factory, *, origin=None, **db_kwargs):
+        """See :meth:`multidb.interfaces.ICollection.declare`."""
+        check_name(name)
+        if not callable(factory):
+            raise TypeError(f"the factory of database {name!r} must be a"
+                            f" zero-argument callable returning a storage,"
+                            f" not {factory!r}")
+        entry = _Entry(name, factory, self._check_kwargs(name, db_kwargs),
+                       origin)
+        with self._cond:
+            self._check_not_closed()
+            self._wait_unsettled(name)
+            if name in self._entries:
+                raise DuplicateName(name, self._entries[name].origin)
+            self._entries[name] = entry
+
+    def add(self, name, storage, **db_kwargs):
+        """See :meth:`multidb.interfaces.ICollection.add`."""
+        check_name(name)
+        factory = storage if callable(storage) else None
+        entry = _Entry(name, factory, self._check_kwargs(name, db_kwargs))
+        with self._cond:
+            self._check_not_closed()
+            self._wait_unsettled(name)
+            if name in self._entries:
+                raise DuplicateName(name, self._entries[name].origin)
+            # The name is reserved before anything is opened: a second
+            # add() of it fails now, and a factory is never called twice.
+            self._entries[name] = entry
+            entry.state = OPENING  # others wait while we make room
+            try:
+                self._make_room(name)
+            except BaseException:
+                del self._entries[name]
+                self._cond.notify_all()
+                raise
+            self._opening += 1
+        return self._finish_open(entry, storage, adding=True).db
+
+    def remove(self, name, timeout=0):
+        """See :meth:`multidb.interfaces.ICollection.remove`."""
+        self._remove(name, timeout, None)
+
+    def _remove(self, name, timeout, expect):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                entry = self._entries.get(name)
+                if entry is None or (expect is not None
+                                     and entry is not expect):
+                    if expect is not None:
+                        return  # the database is already gone
+                    raise UnknownDatabase(name)
+                if entry.state is OPENING or entry.state is CLOSING:
+                    self._wait(0.05)
+                    continue
+                if entry.state is OPEN:
+                    busy = entry.pins + _connections_in_use(entry.db)
+                    if busy:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise DatabaseInUse(name, busy)
+                        self._wait(min(remaining, 0.05))
+                        continue
+                    del self._open[name]
+                del self._entries[name]
+                db, entry.db, entry.state = entry.db, None, CLOSED
+                if db is not None:
+                    # Under the lock: see __init__.
+                    self._really_close(db)
+                self._cond.notify_all()
+                return
+
+    def _close_db(self, db):
+        # db.close() by application code: the name goes, so it can be
+        # reused; a database already evicted or removed is left alone.
+        entry = db._entry
+        if entry.db is db:
+            self._remove(entry.name, 0, entry)
+
+    def _register_external(self, name, db):
+        # A ZODB.DB built by plain ZODB code with databases=c.databases.
+        check_name(name)
+        entry = _Entry(name, None, None)
+        with self._cond:
+            self._check_not_closed()
+            if name in self._entries:
+                raise DuplicateName(name, self._entries[name].origin)
+            entry.db = db
+            entry.state = OPEN
+            self._entries[name] = entry
+            self._open[name] = entry
+
+    def close(self):
+        """See :meth:`multidb.interfaces.ICollection.close`."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._entries.values())
+            self._entries.clear()
+            self._open.clear()
+            self._groups.clear()
+            self._cond.notify_all()
+        for entry in entries:
+            db, entry.db = entry.db, None
+            if db is not None and entry.state is OPEN:
+                entry.state = CLOSED
+                try:
+                    self._really_close(db)
+                except Exception:
+                    log.exception("closing database %r failed", entry.name)
+        self._stop_closer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- groups -------------------------------------------------------------
+
+    def group(self, transaction_manager=None):
+        """See :meth:`multidb.interfaces.ICollection.group`."""
+        from multidb.group import ConnectionGroup
+        if transaction_manager is None:
+            # The calling thread's own manager, as ZODB's DB.open() does,
+            # so close() can unregister from another thread.
+            transaction_manager = transaction.manager.manager
+        with self._cond:
+            self._check_not_closed()
+            ref = self._groups.get(transaction_manager)
+            if ref is not None:
+                other = ref()
+                if other is not None and not other.closed:
+                    raise GroupExists(transaction_manager)
+            group = ConnectionGroup(self, transaction_manager)
+            self._groups[transaction_manager] = weakref.ref(group)
+        return group
+
+    def _forget_group(self, group):
+        with self._cond:
+            ref = self._groups.get(group.transaction_manager)
+            if ref is not None and ref() in (group, None):
+                del self._groups[group.transaction_manager]
+
+    @contextlib.contextmanager
+    def transaction(self, transaction_manager=None):
+        """See :meth:`multidb.interfaces.ICollection.transaction`."""
+        group = self.group(transaction_manager)
+        tm = group.transaction_manager
+        try:
+            tm.begin()
+            try:
+                yield group
+            except BaseException:
+                tm.abort()
+                raise
+            try:
+                tm.commit()
+            except BaseException:
+                tm.abort()
+                raise
+        finally:
+            group.close()
+
+    # -- opening, pinning, eviction ----------------------------------------
+
+    @staticmethod
+    def _check_kwargs(name, db_kwargs):
+        for key in _RESERVED_KWARGS:
+            if key in db_kwargs:
+                raise TypeError(f"database {name!r}: {key!r} is set by the"
+                                f" collection and cannot be given")
+        return db_kwargs or None
+
+    def _check_not_closed(self):
+        if self._closed:
+            raise CollectionClosed(self)
+
+    def _wait(self, timeout):
+        # With the lock held.  Waiters are also woken by connections going
+        # back to a pool (DB._returnToPool) and by the closer thread.
+        self._waiters += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiters -= 1
+
+    def _wait_unsettled(self, name):
+        entry = self._entries.get(name)
+        while entry is not None and entry.state is CLOSING:
+            self._wait(0.05)
+            entry = self._entries.get(name)
+
+    def _acquire(self, name, pin=False):
+        """Return the entry of name, open; pinned if asked."""
+        with self._cond:
+            entry = self._entries.get(name)
+            if entry is not None and entry.state is OPEN:
+                self._open.move_to_end(name)
+                if pin:
+                    entry.pins += 1
+                return entry
+        return self._acquire_slow(name, pin)
+
+    def _acquire_slow(self, name, pin):
+        with self._cond:
+            while True:
+                self._check_not_closed()
+                entry = self._entries.get(name)
+                if entry is None:
+                    raise UnknownDatabase(name)
+                if entry.state is OPEN:
+                    self._open.move_to_end(name)
+                    if pin:
+                        entry.pins += 1
+                    return entry
+                if entry.state is CLOSED:
+                    self._make_room(name)
+                    # _make_room may have waited: look again.
+                    if entry.state is CLOSED and \
+                            self._entries.get(name) is entry:
+                        entry.state = OPENING
+                        self._opening += 1
+                        break
+                    continue
+                self._wait(0.05)  # opening or closing elsewhere
+        return self._finish_open(entry, None, pin)
+
+    def _finish_open(self, entry, storage, pin=False, adding=False):
+        # Outside the lock, with entry OPENING and counted in _opening.
+        try:
+            made = entry.factory is not None
+            if made:
+                storage = entry.factory()
+            try:
+                db = DB(storage, database_name=entry.name,
+                        # Not our mapping: ZODB.DB.__init__ refuses a name
+                        # already in it, and ours holds every declared name.
+                        databases={},
+                        **(entry.db_kwargs or {}))
+            except BaseException:
+                if made:
+                    storage.close()
+                raise
+        except BaseException:
+            with self._cond:
+                self._opening -= 1
+                entry.state = CLOSED
+                if adding and self._entries.get(entry.name) is entry:
+                    # A failed add() leaves the collection as it was; a
+                    # declared database stays declared, to be retried.
+                    del self._entries[entry.name]
+                self._cond.notify_all()
+            raise
+        db.databases = self.databases
+        entry.evictable = made and not isinstance(storage, _IN_MEMORY)
+        db._entry = entry
+        db._collection = self
+        with self._cond:
+            self._opening -= 1
+            self._cond.notify_all()
+            if self._closed:
+                entry.state = CLOSED
+                closed = True
+            else:
+                closed = False
+                entry.db = db
+                entry.state = OPEN
+                self._open[entry.name] = entry
+                if pin:
+                    entry.pins += 1
+        if closed:
+            self._really_close(db)
+            raise CollectionClosed(self)
+        return entry
+
+    def _pin_db(self, db):
+        """For DB.open(): pin db, or the reopened database of its name
+        when db was evicted."""
+        entry = db._entry
+        with self._cond:
+            if entry.db is db and entry.state is OPEN:
+                entry.pins += 1
+                self._open.move_to_end(entry.name)
+                return entry, db
+            if self._entries.get(entry.name) is not entry:
+                raise UnknownDatabase(entry.name,
+                                      "was removed from the collection")
+        entry = self._acquire(entry.name, pin=True)
+        return entry, entry.db
+
+    def _unpin(self, entry):
+        with self._cond:
+            entry.pins -= 1
+            if self._waiters:
+                self._cond.notify_all()
+
+    def _make_room(self, name):
+        """With the lock held: return once one more database may open,
+        evicting idle ones; waits up to open_timeout for a slot."""
+        deadline = None
+        while True:
+            self._check_not_closed()
+            used = len(self._open) + self._opening + self._closing
+            if used + 1 > self.max_open - self._slack:
+                self._evict(used + 1 - (self.max_open - self._slack))
+                used = len(self._open) + self._opening + self._closing
+            if used < self.max_open:
+                return
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.open_timeout
+            elif now >= deadline:
+                raise TooManyOpen(name, self.max_open, self.open_timeout)
+            self._wait(min(0.05, deadline - now))
+
+    def _evict(self, count):
+        """With the lock held: hand up to count idle databases, least
+        recently used first, to the closer thread."""
+        victims = []
+        for entry in self._open.values():
+            if (entry.evictable and not entry.pins
+                    and not _connections_in_use(entry.db)):
+                victims.append(entry)
+                if len(victims) >= count:
+                    break
+        if not victims:
+            return
+        if self._closer is None:
+            self._start_closer()
+        for entry in victims:
+            del self._open[entry.name]
+            db, entry.db, entry.state = entry.db, None, CLOSING
+            self._closing += 1
+            self._queue.put((entry, db))
+
+    def _start_closer(self):
+        # Closing a FileStorage writes its index: do it off the caller's
+        # path, in one daemon thread per collection.
+        self._queue = queue.SimpleQueue()
+        self._closer = threading.Thread(
+            target=self._closer_loop, name=f'multidb closer {id(self):#x}',
+            daemon=True)
+        self._closer.start()
+        atexit.register(self._stop_closer)
+
+    def _closer_loop(self):
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            entry, db = item
+            try:
+                self._really_close(db)
+            except Exception:
+                log.exception("closing evicted database %r failed",
+                              entry.name)
+            with self._cond:
+                self._closing -= 1
+                if entry.state is CLOSING:
+                    entry.state = CLOSED
+                self._cond.notify_all()
+
+    def _stop_closer(self):
+        closer = self._closer
+        if closer is None:
+            return
+        self._closer = None
+        self._queue.put(None)
+        closer.join()
+        atexit.unregister(self._stop_closer)
+
+    @staticmethod
+    def _really_close(db):
+        ZODB.DB.close(db)

@@ -1,0 +1,121 @@
+"""The errors multidb raises.
+
+There is one base class, :class:`MultiDBError`.  Every subclass also
+inherits the built-in exception it means, so code written for plain ZODB
+(which raises ``ValueError`` for a duplicate database name and ``KeyError``
+for an unknown one) keeps catching what it caught before.  Each error keeps
+the offending input as an attribute.
+"""
+
+__all__ = [
+    'MultiDBError',
+    'InvalidName',
+    'DuplicateName',
+    'UnknownDatabase',
+    'DatabaseInUse',
+    'CollectionClosed',
+    'GroupClosed',
+    'GroupExists',
+    'TooManyOpen',
+]
+
+
+class MultiDBError(Exception):
+    """The base of every error raised by multidb."""
+
+
+class InvalidName(MultiDBError, ValueError):
+    """Raised when a database name is not acceptable; nothing was touched."""
+
+    def __init__(self, name, reason):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid database name {name!r}: {reason}")
+
+
+class DuplicateName(MultiDBError, ValueError):
+    """Raised when a database name is already in the collection.
+
+    Raised by ``add`` and ``declare`` before anything is opened.
+    """
+
+    def __init__(self, name, where=None):
+        self.name = name
+        self.where = where
+        msg = f"database {name!r} is already in the collection"
+        if where:
+            msg += f" ({where})"
+        super().__init__(msg)
+
+
+class UnknownDatabase(MultiDBError, KeyError):
+    """Raised when a name is not in the collection (a ``KeyError``)."""
+
+    def __init__(self, name, reason='is not in the collection'):
+        self.name = name
+        self.reason = reason
+        super().__init__(name)
+
+    def __str__(self):
+        # KeyError's own __str__ shows only repr(name); say what is wrong.
+        return f"database {self.name!r} {self.reason}"
+
+
+class DatabaseInUse(MultiDBError, RuntimeError):
+    """Raised when a database cannot be removed or closed because
+    connections to it are open (a group is using it right now).
+
+    Nothing was closed: the database and every group keep working.
+    """
+
+    def __init__(self, name, in_use):
+        self.name = name
+        self.in_use = in_use
+        super().__init__(
+            f"database {name!r} has {in_use} open connection(s);"
+            " close the groups using it first")
+
+
+class CollectionClosed(MultiDBError, RuntimeError):
+    """Raised when a closed collection is used."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        super().__init__(f"the collection {collection!r} is closed")
+
+
+class GroupClosed(MultiDBError, RuntimeError):
+    """Raised when a closed connection group is used."""
+
+    def __init__(self, group):
+        self.group = group
+        super().__init__(f"the connection group {group!r} is closed")
+
+
+class GroupExists(MultiDBError, RuntimeError):
+    """Raised when a second group is opened for a transaction manager
+    that already has an open group in the same collection.
+
+    One group per transaction manager: two would put two connections to
+    the same database into one transaction.
+    """
+
+    def __init__(self, transaction_manager):
+        self.transaction_manager = transaction_manager
+        super().__init__(
+            f"a connection group is already open for the transaction"
+            f" manager {transaction_manager!r}")
+
+
+class TooManyOpen(MultiDBError, RuntimeError):
+    """Raised when a database must be opened but ``max_open`` databases
+    are open and every one of them has connections in use for longer than
+    the collection's ``open_timeout``."""
+
+    def __init__(self, name, max_open, timeout):
+        self.name = name
+        self.max_open = max_open
+        self.timeout = timeout
+        super().__init__(
+            f"cannot open database {name!r}: all {max_open} open databases"
+            f" (max_open) stayed in use for {timeout} s")

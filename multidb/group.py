@@ -1,0 +1,112 @@
+"""Connection groups: one per transaction manager.
+
+See :class:`multidb.interfaces.IConnectionGroup`.
+"""
+import logging
+
+import ZODB
+from ZODB.POSException import ConnectionStateError
+from zope.interface import implementer
+
+from multidb.errors import GroupClosed
+from multidb.interfaces import IConnectionGroup
+
+log = logging.getLogger(__name__)
+
+
+def _check_not_joined(conn, what):
+    # ZODB.Connection keeps _needs_to_join False exactly while it is
+    # joined to a transaction (it has changes); close() refuses then.
+    if not conn._needs_to_join:
+        raise ConnectionStateError(
+            f"cannot {what}: its connection to database"
+            f" {conn._db.database_name!r} has changes in the current"
+            f" transaction (commit or abort first)")
+
+
+@implementer(IConnectionGroup)
+class ConnectionGroup:
+    """See :class:`multidb.interfaces.IConnectionGroup`.
+
+    Made by :meth:`multidb.Collection.group`.
+    """
+
+    def __init__(self, collection, transaction_manager):
+        self._collection = collection
+        self.transaction_manager = transaction_manager
+        # The members share this very dict as their ``connections``, so
+        # plain ZODB's Connection.get_connection() on any member finds the
+        # group's members and adds new ones here.
+        self.connections = {}
+        self.closed = False
+
+    def get_connection(self, name):
+        """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
+        """
+        conn = self.connections.get(name)
+        if conn is not None:
+            return conn
+        if self.closed:
+            raise GroupClosed(self)
+        coll = self._collection
+        # Pinned: the database cannot be evicted between being opened and
+        # its connection being handed out.
+        entry = coll._acquire(name, pin=True)
+        try:
+            conn = ZODB.DB.open(entry.db, self.transaction_manager)
+        finally:
+            coll._unpin(entry)
+        conn.connections = self.connections
+        self.connections[name] = conn
+        return conn
+
+    def root(self, name):
+        """See :meth:`multidb.interfaces.IConnectionGroup.root`."""
+        return self.get_connection(name).root()
+
+    def release(self, name):
+        """See :meth:`multidb.interfaces.IConnectionGroup.release`."""
+        conn = self.connections.get(name)
+        if conn is None:
+            return
+        _check_not_joined(conn, f"release database {name!r} from the group")
+        del self.connections[name]
+        conn.connections = {name: conn}
+        conn.close()
+
+    def close(self):
+        """See :meth:`multidb.interfaces.IConnectionGroup.close`."""
+        if self.closed:
+            return
+        members = list(self.connections.values())
+        for conn in members:
+            _check_not_joined(conn, "close the group")
+        self.closed = True
+        # Detach every member before closing it, so that each goes back to
+        # its own database's pool alone (plain ZODB would keep the others
+        # attached to the first one closed).
+        for conn in members:
+            conn.connections = {conn._db.database_name: conn}
+        self.connections.clear()
+        try:
+            for conn in members:
+                try:
+                    conn.close()
+                except Exception:
+                    log.exception("closing the connection to %r failed",
+                                  conn._db.database_name)
+        finally:
+            self._collection._forget_group(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and any(
+                not c._needs_to_join for c in self.connections.values()):
+            self.transaction_manager.abort()
+        self.close()
+
+    def __repr__(self):
+        state = 'closed' if self.closed else sorted(self.connections)
+        return f"<multidb.ConnectionGroup {state} at {id(self):#x}>"
