@@ -5,6 +5,7 @@ See :class:`multidb.interfaces.ICollection`.
 import atexit
 import collections
 import contextlib
+import inspect
 import logging
 import queue
 import threading
@@ -53,6 +54,10 @@ _IN_MEMORY = (MappingStorage, DemoStorage)
 
 # The keyword arguments of ZODB.DB that the collection sets itself.
 _RESERVED_KWARGS = ('database_name', 'databases')
+# The ones it accepts for the database (the rest would go to the storage).
+_DB_KWARGS = frozenset(
+    p.name for p in inspect.signature(ZODB.DB.__init__).parameters.values()
+    if p.kind is p.POSITIONAL_OR_KEYWORD) - {'self', 'storage'}
 
 
 def default_max_open():
@@ -206,7 +211,8 @@ class _Databases(collections.abc.MutableMapping):
         self._collection = collection
 
     def __getitem__(self, name):
-        return self._collection._acquire(name).db
+        # Plain ZODB reads it from a connection it holds: may exceed.
+        return self._collection._acquire(name, may_exceed=True).db
 
     def __contains__(self, name):
         return name in self._collection._entries
@@ -476,10 +482,15 @@ class Collection:
 
     @staticmethod
     def _check_kwargs(name, db_kwargs):
-        for key in _RESERVED_KWARGS:
-            if key in db_kwargs:
+        # Checked now, not when the database opens: ZODB.DB would take an
+        # unknown keyword for its storage and fail with a bare assertion.
+        for key in db_kwargs:
+            if key in _RESERVED_KWARGS:
                 raise TypeError(f"database {name!r}: {key!r} is set by the"
                                 f" collection and cannot be given")
+            if key not in _DB_KWARGS:
+                raise TypeError(f"database {name!r}: {key!r} is not an"
+                                f" argument of ZODB.DB")
         return db_kwargs or None
 
     def _check_not_closed(self):
@@ -501,8 +512,11 @@ class Collection:
             self._wait(0.05)
             entry = self._entries.get(name)
 
-    def _acquire(self, name, pin=False):
-        """Return the entry of name, open; pinned if asked."""
+    def _acquire(self, name, pin=False, may_exceed=False):
+        """Return the entry of name, open; pinned if asked.
+
+        may_exceed: the caller holds connections already (see _make_room).
+        """
         with self._cond:
             entry = self._entries.get(name)
             if entry is not None and entry.state is OPEN:
@@ -510,9 +524,9 @@ class Collection:
                 if pin:
                     entry.pins += 1
                 return entry
-        return self._acquire_slow(name, pin)
+        return self._acquire_slow(name, pin, may_exceed)
 
-    def _acquire_slow(self, name, pin):
+    def _acquire_slow(self, name, pin, may_exceed):
         with self._cond:
             while True:
                 self._check_not_closed()
@@ -525,7 +539,7 @@ class Collection:
                         entry.pins += 1
                     return entry
                 if entry.state is CLOSED:
-                    self._make_room(name)
+                    self._make_room(name, may_exceed)
                     # _make_room may have waited: look again.
                     if entry.state is CLOSED and \
                             self._entries.get(name) is entry:
@@ -605,9 +619,18 @@ class Collection:
             if self._waiters:
                 self._cond.notify_all()
 
-    def _make_room(self, name):
+    def _make_room(self, name, may_exceed=False):
         """With the lock held: return once one more database may open,
-        evicting idle ones; waits up to open_timeout for a slot."""
+        evicting idle ones; waits up to open_timeout for a slot.
+
+        A caller that holds connections already (a group with members,
+        plain ZODB's get_connection on a member) never waits: groups that
+        each hold some databases and wait for one more would wait for each
+        other for ever.  It opens beyond max_open instead, and the
+        collection evicts back down as databases fall idle.  Callers that
+        hold nothing wait, so the excess stays bounded by the groups in
+        flight.
+        """
         deadline = None
         while True:
             self._check_not_closed()
@@ -616,6 +639,10 @@ class Collection:
                 self._evict(used + 1 - (self.max_open - self._slack))
                 used = len(self._open) + self._opening + self._closing
             if used < self.max_open:
+                return
+            if may_exceed:
+                log.debug("opening %r beyond max_open=%d: every open"
+                          " database is in use", name, self.max_open)
                 return
             now = time.monotonic()
             if deadline is None:

@@ -108,9 +108,10 @@ class GroupExists(MultiDBError, RuntimeError):
 
 
 class TooManyOpen(MultiDBError, RuntimeError):
-    """Raised when a database must be opened but ``max_open`` databases
-    are open and every one of them has connections in use for longer than
-    the collection's ``open_timeout``."""
+    """Raised when a database must be opened, ``max_open`` databases are
+    open, every one of them has connections in use for longer than the
+    collection's ``open_timeout``, and the caller holds no connection of
+    the collection (a caller that does may go beyond ``max_open``)."""
 
     def __init__(self, name, max_open, timeout):
         self.name = name

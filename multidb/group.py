@@ -51,7 +51,8 @@ class ConnectionGroup:
         coll = self._collection
         # Pinned: the database cannot be evicted between being opened and
         # its connection being handed out.
-        entry = coll._acquire(name, pin=True)
+        entry = coll._acquire(name, pin=True,
+                              may_exceed=bool(self.connections))
         try:
             conn = ZODB.DB.open(entry.db, self.transaction_manager)
         finally:

@@ -1,0 +1,234 @@
+import os
+
+import pytest
+import ZODB
+from persistent.mapping import PersistentMapping
+from ZODB.MappingStorage import MappingStorage
+from zope.interface.verify import verifyObject
+
+import multidb
+from multidb.interfaces import ICollection
+from multidb.interfaces import IConnectionGroup
+
+
+def _makeOne(**kw):
+    return multidb.Collection(**kw)
+
+
+def test_verify_collection():
+    with _makeOne() as c:
+        verifyObject(ICollection, c)
+
+
+def test_verify_group(coll):
+    g = coll.group()
+    verifyObject(IConnectionGroup, g)
+    g.close()
+
+
+@pytest.mark.parametrize('cls, builtin', [
+    (multidb.DuplicateName, ValueError),
+    (multidb.InvalidName, ValueError),
+    (multidb.UnknownDatabase, KeyError),
+    (multidb.DatabaseInUse, RuntimeError),
+    (multidb.CollectionClosed, RuntimeError),
+    (multidb.GroupClosed, RuntimeError),
+    (multidb.GroupExists, RuntimeError),
+    (multidb.TooManyOpen, RuntimeError),
+])
+def test_errors_inherit_base_and_builtin(cls, builtin):
+    assert issubclass(cls, multidb.MultiDBError)
+    assert issubclass(cls, builtin)
+
+
+def test_all_public_names_exist():
+    for name in multidb.__all__:
+        assert getattr(multidb, name) is not None
+
+
+def test_add_returns_db_sharing_the_mapping(coll):
+    a = coll.add('a', MappingStorage())
+    b = coll.add('b', MappingStorage)
+    assert isinstance(a, ZODB.DB)
+    assert a.databases is coll.databases is b.databases
+    assert a.database_name == 'a'
+    assert coll['a'] is a and coll.databases['b'] is b
+    assert sorted(coll) == ['a', 'b'] and len(coll) == 2
+    assert 'a' in coll and 'a' in coll.databases and 'zz' not in coll
+
+
+def test_add_duplicate_never_calls_factory(coll):
+    coll.add('a', MappingStorage)
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return MappingStorage()
+    with pytest.raises(multidb.DuplicateName, match="'a' is already"):
+        coll.add('a', factory)
+    with pytest.raises(ValueError):
+        coll.declare('a', factory)
+    assert calls == [] and len(coll) == 1
+
+
+def test_add_w_failing_factory_leaves_collection_unchanged(coll):
+    def factory():
+        raise OSError('disk on fire')
+    with pytest.raises(OSError, match='disk on fire'):
+        coll.add('a', factory)
+    assert 'a' not in coll
+    coll.add('a', MappingStorage)  # the name is free
+
+
+def test_add_w_failing_db_closes_the_storage_it_made(coll, tmp_path):
+    made = []
+
+    def factory():
+        from ZODB.FileStorage import FileStorage
+        made.append(FileStorage(str(tmp_path / 'x.fs')))
+        return made[-1]
+    with pytest.raises(TypeError):
+        coll.add("x", factory, cache_size="not a number")
+    assert 'x' not in coll
+    # The storage was closed: the file is not locked any more.
+    from ZODB.FileStorage import FileStorage
+    FileStorage(str(tmp_path / 'x.fs')).close()
+
+
+@pytest.mark.parametrize('key', ['database_name', 'databases'])
+def test_reserved_db_kwargs(coll, key):
+    with pytest.raises(TypeError, match=key):
+        coll.add('a', MappingStorage, **{key: 'x'})
+    assert 'a' not in coll
+
+
+@pytest.mark.parametrize('name', ['', None, 1, b'a'])
+def test_bad_names(coll, name):
+    with pytest.raises(multidb.InvalidName):
+        coll.declare(name, MappingStorage)
+    with pytest.raises(multidb.InvalidName):
+        coll.add(name, MappingStorage)
+    assert len(coll) == 0
+
+
+def test_declare_w_non_callable(coll):
+    with pytest.raises(TypeError, match="'a'"):
+        coll.declare('a', MappingStorage())
+
+
+def test_declare_opens_nothing_until_used(coll, tmp_path, fs_factory):
+    coll.declare('a', fs_factory('a'))
+    assert 'a' in coll and not coll.is_open('a')
+    assert not os.path.exists(tmp_path / 'a.fs')
+    db = coll['a']
+    assert coll.is_open('a') and os.path.exists(tmp_path / 'a.fs')
+    assert coll['a'] is db
+
+
+def test_declared_db_opened_by_plain_zodb(coll, fs_factory):
+    coll.add('main', MappingStorage)
+    coll.declare('other', fs_factory('other'))
+    conn = coll['main'].open()
+    other = conn.get_connection('other')     # plain ZODB API
+    assert other.db() is coll['other']
+    assert conn.connections is other.connections
+    conn.close()
+
+
+def test_cross_database_reference_to_declared_db(coll, fs_factory):
+    import transaction
+    coll.add('main', MappingStorage)
+    coll.declare('other', fs_factory('other'))
+    with coll.transaction() as g:
+        obj = PersistentMapping(v=42)
+        g.get_connection('other').add(obj)  # ZODB wants the home said
+        g.root('other')['obj'] = obj
+        g.root('main')['ref'] = obj
+    transaction.abort()
+    with coll.transaction() as g:
+        ref = g.root('main')['ref']
+        assert ref['v'] == 42
+        assert ref._p_jar is g.get_connection('other')
+
+
+def test_unknown_database(coll):
+    with pytest.raises(multidb.UnknownDatabase) as e:
+        coll['nope']
+    assert isinstance(e.value, KeyError)
+    assert str(e.value) == "database 'nope' is not in the collection"
+    with pytest.raises(KeyError):
+        coll.databases['nope']
+    assert coll.get('nope') is None
+    with pytest.raises(multidb.UnknownDatabase):
+        coll.remove('nope')
+    with pytest.raises(multidb.UnknownDatabase):
+        coll.is_open('nope')
+
+
+def test_remove_closes_and_frees_name(coll, fs_factory):
+    db = coll.add('a', fs_factory('a'))
+    coll.declare('b', fs_factory('b'))
+    coll.remove('a')
+    coll.remove('b')
+    assert len(coll) == 0
+    assert 'storage' not in vars(db)
+    db2 = coll.add('a', fs_factory('a'))  # same file: it was unlocked
+    assert db2 is not db
+
+
+def test_remove_via_mapping_delitem(coll):
+    coll.add('a', MappingStorage)
+    del coll.databases['a']
+    assert 'a' not in coll
+
+
+def test_close_idempotent_and_closed_errors(fs_factory):
+    c = _makeOne()
+    db = c.add('a', fs_factory('a'))
+    c.declare('b', fs_factory('b'))
+    c.close()
+    c.close()
+    assert len(c) == 0
+    assert 'storage' not in vars(db)  # ZODB closed it
+    for call in (lambda: c.add('x', MappingStorage),
+                 lambda: c.declare('x', MappingStorage),
+                 lambda: c.group()):
+        with pytest.raises(multidb.CollectionClosed, match='is closed'):
+            call()
+
+
+def test_context_manager_closes(fs_factory):
+    with _makeOne() as c:
+        db = c.add('a', fs_factory('a'))
+    assert 'storage' not in vars(db)
+
+
+def test_db_kwargs_are_passed(coll):
+    db = coll.add('a', MappingStorage, pool_size=3, cache_size=123)
+    assert db.getPoolSize() == 3 and db.getCacheSize() == 123
+    coll.declare('b', MappingStorage, pool_size=2)
+    assert coll['b'].getPoolSize() == 2
+
+
+def test_external_zodb_db_registers_itself(coll):
+    # Plain ZODB code handing the shared mapping to ZODB.DB.
+    db = ZODB.DB(MappingStorage(), databases=coll.databases,
+                 database_name='ext')
+    assert coll['ext'] is db
+    with pytest.raises(ValueError):
+        ZODB.DB(MappingStorage(), databases=coll.databases,
+                database_name='ext')
+
+
+def test_max_open_validation():
+    for bad in (0, -1, 1.5, 'x'):
+        with pytest.raises(ValueError, match='max_open'):
+            _makeOne(max_open=bad)
+
+
+def test_default_max_open_follows_fd_limit():
+    import resource
+    from multidb.collection import default_max_open
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    n = default_max_open()
+    assert n * 4 <= soft and n >= 1
