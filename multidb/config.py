@@ -237,11 +237,6 @@ class ZODBURIDatabase:
         self.config = section
         self.name = section.getSectionName()
         self.uri = section.uri
-        if (section.database_name and self.uri.database_name
-                and section.database_name != self.uri.database_name):
-            raise ValueError(
-                f"database-name {section.database_name!r} contradicts the"
-                f" database_name {self.uri.database_name!r} of the URI")
 
     @property
     def database_name(self) -> str:
@@ -437,6 +432,11 @@ def _declaration(database: Any):
     """(name, factory, db_kwargs, kind) of a ZODB.database section."""
     name = _database_name(database)
     if isinstance(database, ZODBURIDatabase):
+        key, uri = database.config.database_name, database.uri
+        if key and uri.database_name and key != uri.database_name:
+            raise _error(f"database-name {key!r} contradicts the"
+                         f" database_name {uri.database_name!r} of the URI"
+                         f" {uri.uri!r}", database.config)
         return (name, database.uri.factory, dict(database.uri.db_kwargs),
                 database.uri.kind)
     section = database.config
@@ -501,6 +501,14 @@ class _Parser(ZConfig.cfgparser.ZConfigParser):
             return
         super().handle_define(section, rest)
 
+    def replace(self, text):
+        # ZConfig raises a bad '$' construct without any position.
+        try:
+            return super().replace(text)
+        except ZConfig.SubstitutionSyntaxError as e:
+            raise ZConfig.ConfigurationSyntaxError(
+                e.message, self.url, self.lineno) from None
+
 
 class _Loader(ZConfig.loader.ConfigLoader):
     """A ConfigLoader that records where each section starts and that
@@ -537,9 +545,9 @@ class _Loader(ZConfig.loader.ConfigLoader):
         # line only: name both places.
         info = parent.type.getsectioninfo(type_, name)
         if name:
-            key, what = ('name', name), f"section name {name!r}"
+            key, what = ('name', name), f"<{type_} {name}>"
         elif not info.ismulti():
-            key, what = ('type', type_), f"<{type_}> section"
+            key, what = ('type', type_), f"<{type_}>"
         else:
             key = None
         if key is not None:
@@ -548,8 +556,8 @@ class _Loader(ZConfig.loader.ConfigLoader):
             first = self._seen.setdefault((id(parent), key), here)
             if first is not here:
                 raise DuplicateDeclaration(
-                    f"{what} is used twice in one container: at {first}"
-                    f" and at {here}", name or f"<{type_}>", first, here)
+                    f"{what} is declared twice: at {first} and at {here}",
+                    name or f"<{type_}>", first, here)
         super().endSection(parent, type_, name, matcher)
 
     def includeConfiguration(self, section, url, defines):
@@ -621,7 +629,16 @@ def _url(path: str) -> str:
 def _load(sources: list, files: list,
           defines: Optional[Mapping[str, str]]) -> Collection:
     loader = _Loader(_get_schema(), defines)
-    config = loader.load(sources)
+    try:
+        config = loader.load(sources)
+    except ZConfig.ConfigurationError as e:
+        # ZConfig sets url and lineno on some errors (an unknown key)
+        # whose str() shows neither.
+        lineno = getattr(e, 'lineno', None)
+        if lineno is None or lineno < 0 or f"line {lineno}" in str(e):
+            raise
+        raise ZConfig.ConfigurationSyntaxError(
+            e.message, e.url, lineno) from None
     return _build(config.multidb, config.databases, files)
 
 
