@@ -127,7 +127,7 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         code = FAILED
         error = e
     if ns.debug:
-        traceback.print_exc()
+        traceback.print_exception(type(error), error, error.__traceback__)
     message = ' '.join(str(error).split())  # ZConfig's are multi-line
     print(f"multidb: error: {message}", file=sys.stderr)
     return code
