@@ -7,6 +7,10 @@ implementation modules.
 from multidb.collection import Collection
 #: A group of connections sharing a transaction manager.
 from multidb.group import ConnectionGroup
+#: The tenant lifecycle of a collection (see ``ITenants``).
+from multidb.tenants.lifecycle import Tenants
+#: Tenants as FileStorage files.
+from multidb.backends.filestorage import FileStorageBackend
 #: The errors: one base, each subclass also the built-in it means.
 from multidb.errors import CollectionClosed
 from multidb.errors import DatabaseInUse
@@ -17,10 +21,24 @@ from multidb.errors import InvalidName
 from multidb.errors import MultiDBError
 from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
+from multidb.errors import TenantExists
+from multidb.errors import NoSuchTenant
+from multidb.errors import NoSuchSnapshot
+from multidb.errors import CorruptArchive
+from multidb.errors import ArchiveExists
+from multidb.errors import NotConfigured
 
 __all__ = [
     'Collection',
     'ConnectionGroup',
+    'Tenants',
+    'FileStorageBackend',
+    'TenantExists',
+    'NoSuchTenant',
+    'NoSuchSnapshot',
+    'CorruptArchive',
+    'ArchiveExists',
+    'NotConfigured',
     'CollectionClosed',
     'DatabaseInUse',
     'DuplicateName',

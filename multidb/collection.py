@@ -25,6 +25,7 @@ from multidb.errors import DatabaseInUse
 from multidb.errors import DuplicateName
 from multidb.errors import GroupExists
 from multidb.errors import InvalidName
+from multidb.errors import NotConfigured
 from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
 from multidb.interfaces import ICollection
@@ -134,6 +135,18 @@ class Connection(_ZConnection):
     beyond ``b``'s pool size, and break when ``b`` is closed.  Here each
     member goes back to its own database's pool.
     """
+
+    def sortKey(self):
+        # The catalog commits last in a two-phase commit (the transaction
+        # finishes resources in sort-key order): a crash between finishing
+        # a tenant and the catalog leaves data without a record, which
+        # repair() deletes, never a record without data.
+        key = super().sortKey()
+        db = self._db
+        coll = db._collection
+        if coll is not None and coll._sort_last == db.database_name:
+            return '\x7f' + key
+        return key
 
     def close(self, primary=True):
         if primary and len(self.connections) > 1:
@@ -270,6 +283,8 @@ class Collection:
         self._queue = None
         self._groups = {}   # transaction manager -> weakref to its group
         self._closed = False
+        self._tenants = None
+        self._sort_last = None
         self.databases = _Databases(self)
 
     # -- mapping -----------------------------------------------------------
@@ -432,6 +447,25 @@ class Collection:
     def __exit__(self, *exc_info):
         self.close()
 
+    # -- tenants ------------------------------------------------------------
+
+    @property
+    def tenants(self):
+        """The tenant lifecycle (``multidb.interfaces.ITenants``); set up
+        by a ``<tenants>`` configuration section or by constructing
+        ``multidb.Tenants(collection, ...)``."""
+        if self._tenants is None:
+            raise NotConfigured(
+                f"{self!r} has no tenants: configure a <tenants> section"
+                f" or make a multidb.Tenants for it")
+        return self._tenants
+
+    def _set_tenants(self, tenants):
+        if self._tenants is not None:
+            raise ValueError(f"{self!r} has tenants already")
+        self._tenants = tenants
+        self._sort_last = tenants.catalog
+
     # -- groups -------------------------------------------------------------
 
     def group(self, transaction_manager=None):
@@ -527,6 +561,10 @@ class Collection:
         return self._acquire_slow(name, pin, may_exceed)
 
     def _acquire_slow(self, name, pin, may_exceed):
+        entry = self._entries.get(name)
+        if entry is None and self._tenants is not None and \
+                self._tenants.resolve(name):
+            pass  # a tenant another process created: now declared
         with self._cond:
             while True:
                 self._check_not_closed()

@@ -14,6 +14,7 @@ spanning sections (duplicate names, the tenants template, the catalog)
 run after parsing, before the collection is made, and use the start line
 of each section, which :class:`_Loader` records as it parses.
 """
+import functools
 import os
 import string
 import urllib.request
@@ -114,6 +115,7 @@ class Source(NamedTuple):
         return f"{self.file}:{self.line}"
 
 
+@functools.lru_cache(maxsize=256)
 def _display(url: Optional[str]) -> str:
     if not url:
         return '<string>'
@@ -521,7 +523,7 @@ class _Loader(ZConfig.loader.ConfigLoader):
         self.defines = dict(self.overrides)
         self._parsers = []
         self._count = 0
-        # (id of container matcher, key) -> Source of the first section.
+        # (id of container matcher, key) -> where the first section is.
         self._seen = {}
 
     def _parse_resource(self, matcher, resource, defines=None):
@@ -551,10 +553,11 @@ class _Loader(ZConfig.loader.ConfigLoader):
         else:
             key = None
         if key is not None:
-            url, line = matcher.multidb_where[:2]
-            here = Source(_display(url), line, type_, url)
+            here = matcher.multidb_where
             first = self._seen.setdefault((id(parent), key), here)
             if first is not here:
+                first, here = (Source(_display(w[0]), w[1], type_, w[0])
+                               for w in (first, here))
                 raise DuplicateDeclaration(
                     f"{what} is declared twice: at {first} and at {here}",
                     name or f"<{type_}>", first, here)

@@ -17,6 +17,12 @@ __all__ = [
     'GroupClosed',
     'GroupExists',
     'TooManyOpen',
+    'TenantExists',
+    'NoSuchTenant',
+    'NoSuchSnapshot',
+    'CorruptArchive',
+    'ArchiveExists',
+    'NotConfigured',
 ]
 
 
@@ -120,3 +126,62 @@ class TooManyOpen(MultiDBError, RuntimeError):
         super().__init__(
             f"cannot open database {name!r}: all {max_open} open databases"
             f" (max_open) stayed in use for {timeout} s")
+
+
+class TenantExists(MultiDBError, ValueError):
+    """Raised when a tenant is created (cloned, restored) under a name that
+    a tenant already has."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"tenant {name!r} already exists")
+
+
+class NoSuchTenant(MultiDBError, KeyError):
+    """Raised when a tenant name has no record in the catalog."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(name)
+
+    def __str__(self):
+        return f"no tenant {self.name!r} in the catalog"
+
+
+class NoSuchSnapshot(MultiDBError, KeyError):
+    """Raised when a tenant has no snapshot with the given id."""
+
+    def __init__(self, name, snapshot_id):
+        self.name = name
+        self.snapshot_id = snapshot_id
+        super().__init__(snapshot_id)
+
+    def __str__(self):
+        return f"tenant {self.name!r} has no snapshot {self.snapshot_id!r}"
+
+
+class CorruptArchive(MultiDBError, ValueError):
+    """Raised when an archive is not a multidb archive, is truncated, or
+    fails its checksum.  Nothing was restored."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"archive {str(path)!r} is unusable: {reason}")
+
+
+class ArchiveExists(MultiDBError, FileExistsError):
+    """Raised when an archive would overwrite an existing file."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"archive {str(path)!r} already exists")
+
+
+class NotConfigured(MultiDBError, RuntimeError):
+    """Raised when tenants are used on a collection that has no tenant
+    template (no ``<tenants>`` section)."""
+
+    def __init__(self, what):
+        self.what = what
+        super().__init__(what)

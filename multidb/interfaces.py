@@ -132,3 +132,134 @@ class IConnectionGroup(Interface):
         database, and closes nothing, when a member has uncommitted
         changes.
         """
+
+
+class IBackend(Interface):
+    """Where tenants' storages live (one implementation per storage kind).
+
+    Settings are a JSON-able dict recorded in the tenant's catalog record,
+    so a tenant keeps its place when the template changes later.
+    Snapshots and archives carry data in ZODB's FileStorage format,
+    whatever the kind.
+    """
+
+    kind = Attribute("The storage kind, e.g. 'filestorage'")
+
+    def settings_for(name):
+        """The storage settings of a new tenant called name."""
+
+    def factory(settings):
+        """A zero-argument callable that opens the storage of settings."""
+
+    def describe(settings):
+        """A short human description of where the data is."""
+
+    def exists(settings):
+        """Is there a storage at settings?"""
+
+    def prepare(settings):
+        """Make what must exist before the storage is first opened."""
+
+    def destroy(settings):
+        """Delete the storage and its snapshots; no error when absent."""
+
+    def is_locked(settings):
+        """Does a process hold the storage open right now?"""
+
+    def scan():
+        """Yield (name, settings) for every tenant storage found."""
+
+    def stray_files():
+        """Temporary files that a crash left behind."""
+
+    def open_data(db, settings):
+        """Return (binary file, length): a consistent copy of the committed
+        data of the open database db, in FileStorage format."""
+
+    def load(settings, fs_path, progress=None):
+        """Replace the storage's data with the FileStorage file at fs_path,
+        atomically (a crash leaves the old data or the new)."""
+
+    def snapshot_path(settings, snapshot_id):
+        """Where the snapshot file of that id lives."""
+
+    def snapshot_ids(settings):
+        """The snapshot ids found on disk."""
+
+    def remove_snapshot(settings, snapshot_id):
+        """Delete one snapshot file."""
+
+    def tmp_path(settings):
+        """A temporary file name on the same file system as the storage's
+        snapshots, for writes that end in an atomic rename."""
+
+
+class ITenants(Interface):
+    """The tenant lifecycle of a collection (``Collection.tenants``).
+
+    The catalog, a database of the collection, holds one record per
+    tenant; a tenant exists once its record is committed.  Every method
+    is safe against a crash (kill -9) at any point: the result is the old
+    state or the new one, plus at worst leftovers that ``repair()`` deletes.
+    Operations on one name are serialized within the process.
+    """
+
+    def create(name, *, expires=None, labels=None, init=None):
+        """Make a tenant: its storage from the template, ``init(root)`` run
+        on its root, and its record committed with the initial state in
+        one transaction.  Returns the record.
+
+        Raises ``InvalidName`` (before anything is touched) and
+        ``TenantExists``.  ``expires`` is a datetime, a timedelta or
+        seconds from now; ``labels`` a dict or an iterable of strings.
+        """
+
+    def clone(source, name, *, expires=None, labels=None):
+        """A new tenant holding a copy of source's committed data (taken
+        consistently while source may be in use).  Returns the record."""
+
+    def drop(name, *, archive_to=None):
+        """Delete a tenant, after archiving it to archive_to if given.
+        Raises ``NoSuchTenant``, and ``DatabaseInUse`` (changing nothing)
+        while a group uses the tenant."""
+
+    def get(name):
+        """The record of name; ``NoSuchTenant`` if there is none."""
+
+    def list():
+        """Every record, sorted by name."""
+
+    def snapshot(name, label=None):
+        """Take a consistent point-in-time copy while the tenant may be in
+        use; return its id."""
+
+    def snapshots(name):
+        """The snapshots of a tenant, oldest first."""
+
+    def revert(name, snapshot_id):
+        """Bring the tenant back to a snapshot, after snapshotting its
+        current state (so a revert can be undone); returns the id of that
+        new snapshot.  Raises ``NoSuchSnapshot``; ``DatabaseInUse`` while
+        a group uses the tenant."""
+
+    def archive(name, path):
+        """Write the tenant (data and record) to one portable file with a
+        checksum; refuses to overwrite (``ArchiveExists``)."""
+
+    def restore(path, name=None, *, replace=False):
+        """Make a tenant from an archive, under its archived name or name.
+        A corrupt or truncated archive raises ``CorruptArchive`` and leaves
+        the target untouched; an existing tenant needs replace=True (its
+        current state is snapshotted first)."""
+
+    def expire(now=None):
+        """Drop (or archive and drop, as configured) the tenants whose
+        expiry is past; return what was done, one dict per tenant."""
+
+    def repair(*, dry_run=False):
+        """Find (and unless dry_run, delete) leftovers: storage with no
+        record, snapshots with no record, temporary files; report records
+        whose storage is missing.  Returns the findings."""
+
+    def load():
+        """Declare every catalogued tenant in the collection (lazily)."""

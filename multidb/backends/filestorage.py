@@ -1,0 +1,181 @@
+"""Tenants as FileStorage files under a folder.
+
+See ``multidb.interfaces.IBackend``.
+"""
+import functools
+import glob
+import os
+import re
+import shutil
+
+from ZODB.FileStorage import FileStorage
+from zope.interface import implementer
+
+from multidb.interfaces import IBackend
+from multidb.tenants.archive import copy_range
+from multidb.tenants.archive import fsync_dir
+from multidb.tenants.archive import tmp_name
+
+PLACEHOLDER = '{name}'
+# The files FileStorage keeps beside its data file.
+_COMPANIONS = ('.index', '.lock', '.tmp', '.old', '.pack')
+SNAPSHOTS = '.snapshots'
+
+
+def check_path_template(path):
+    """The path template must hold {name} exactly once, and no other
+    {placeholder}; raises ValueError saying what is wrong."""
+    count = path.count(PLACEHOLDER)
+    if count != 1:
+        raise ValueError(f"the tenant path {path!r} must contain {PLACEHOLDER}"
+                         f" exactly once, not {count} times")
+    other = re.findall(r'\{[^}]*\}', path.replace(PLACEHOLDER, ''))
+    if other:
+        raise ValueError(f"the tenant path {path!r} has an unknown"
+                         f" placeholder {other[0]} (only {PLACEHOLDER})")
+    return path
+
+
+@implementer(IBackend)
+class FileStorageBackend:
+    """Each tenant is a FileStorage file; the path template says where,
+    e.g. ``/srv/data/tenants/{name}.fs``.  Snapshots go to
+    ``<tenant file>.snapshots/<id>.fs``."""
+
+    kind = 'filestorage'
+
+    def __init__(self, path, **storage_options):
+        self.path = check_path_template(os.path.abspath(path))
+        self.storage_options = storage_options
+        head, tail = self.path.split(PLACEHOLDER)
+        self._scan_glob = glob.escape(head) + '*' + glob.escape(tail)
+        self._scan_re = re.compile(
+            re.escape(head) + r'([a-z][a-z0-9_-]*)' + re.escape(tail) + r'\Z')
+
+    def __repr__(self):
+        return f"<FileStorageBackend {self.path!r}>"
+
+    # -- settings and factories --------------------------------------------
+
+    def settings_for(self, name):
+        return {'kind': self.kind,
+                'path': self.path.replace(PLACEHOLDER, name)}
+
+    def factory(self, settings):
+        path = settings['path']
+        return functools.partial(_open_fs, path, self.storage_options)
+
+    def describe(self, settings):
+        return settings['path']
+
+    def exists(self, settings):
+        return os.path.exists(settings['path'])
+
+    # -- making and destroying ---------------------------------------------
+
+    def prepare(self, settings):
+        """Make sure the folder exists (the file is made on first open)."""
+        os.makedirs(os.path.dirname(settings['path']), exist_ok=True)
+
+    def destroy(self, settings):
+        """Delete the tenant's files, snapshots included."""
+        path = settings['path']
+        for p in [path] + [path + ext for ext in _COMPANIONS]:
+            _unlink(p)
+        shutil.rmtree(path + SNAPSHOTS, ignore_errors=True)
+
+    def is_locked(self, settings):
+        """Does a process hold the tenant's storage open?"""
+        import zc.lockfile
+        path = settings['path']
+        if not os.path.exists(path):
+            return False
+        try:
+            lock = zc.lockfile.LockFile(path + '.lock')
+        except zc.lockfile.LockError:
+            return True
+        lock.close()
+        return False
+
+    def scan(self):
+        """Yield (name, settings) for every tenant file on disk."""
+        for path in glob.glob(self._scan_glob):
+            m = self._scan_re.match(path)
+            if m and os.path.isfile(path):
+                yield m.group(1), {'kind': self.kind, 'path': path}
+
+    def stray_files(self):
+        """Temporary files a crash left behind."""
+        head = os.path.dirname(self.path.split(PLACEHOLDER)[0] + 'x')
+        return glob.glob(os.path.join(glob.escape(head), '**',
+                                      '.*.multidb-tmp'), recursive=True)
+
+    # -- data in and out, in FileStorage format ------------------------------
+
+    def dump_to(self, db, settings, out, progress=None):
+        """Write a consistent copy of the tenant's committed data (a
+        FileStorage file) to the open binary file out; db is the tenant's
+        open database (so that nobody can commit half a transaction into
+        what is copied).  Returns the number of bytes."""
+        storage = db.storage
+        # FileStorage appends whole transactions and moves _pos past one
+        # only once it is on disk (under _lock): everything before _pos is
+        # a consistent state, whatever commits meanwhile.
+        with storage._lock:
+            length = storage._pos
+        with open(settings['path'], 'rb') as src:
+            return copy_range(src, out, length, None, progress)
+
+    def size(self, db, settings):
+        with db.storage._lock:
+            return db.storage._pos
+
+    def open_data(self, db, settings):
+        """(file, length) of the consistent committed data, for an archive
+        writer that hashes as it copies."""
+        with db.storage._lock:
+            length = db.storage._pos
+        return open(settings['path'], 'rb'), length
+
+    def load(self, settings, fs_path, progress=None):
+        """Make the tenant's storage hold the data of the FileStorage file
+        at fs_path, replacing what is there, atomically: a crash leaves the
+        old data or the new.  fs_path is consumed (renamed into place)."""
+        path = settings['path']
+        self.prepare(settings)
+        # The old index describes the old file: drop it first (a missing
+        # index is rebuilt on open; a wrong one would be believed).
+        _unlink(path + '.index')
+        os.replace(fs_path, path)
+        fsync_dir(path)
+
+    def snapshot_path(self, settings, snapshot_id):
+        return os.path.join(settings['path'] + SNAPSHOTS, snapshot_id + '.fs')
+
+    def snapshot_ids(self, settings):
+        """The snapshot ids found on disk for the tenant."""
+        d = settings['path'] + SNAPSHOTS
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        return [n[:-3] for n in names if n.endswith('.fs')]
+
+    def remove_snapshot(self, settings, snapshot_id):
+        _unlink(self.snapshot_path(settings, snapshot_id))
+
+    def tmp_path(self, settings):
+        """A temporary file beside the tenant's file."""
+        self.prepare(settings)
+        return tmp_name(settings['path'])
+
+
+def _open_fs(path, options):
+    return FileStorage(path, **options)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,1 @@
+"""Tenants: a catalog of tenant databases and their lifecycle."""

@@ -1,0 +1,104 @@
+"""The catalog's records.
+
+The catalog is a database of the collection whose root holds, under
+``CATALOG_KEY``, an OOBTree of tenant name -> ``TenantRecord``.  Records
+are immutable values, not persistent objects: a change replaces the value,
+a bucket of the tree loads some thirty records at once (a process with
+100,000 tenants reads its catalog quickly), and BTrees resolve concurrent
+changes to different tenants in one bucket.
+"""
+import dataclasses
+import datetime
+from typing import Optional
+
+from BTrees.OOBTree import OOBTree
+
+CATALOG_KEY = 'multidb.tenants'
+
+UTC = datetime.timezone.utc
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+def _iso(t):
+    return None if t is None else t.isoformat()
+
+
+def _from_iso(s):
+    return None if s is None else datetime.datetime.fromisoformat(s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A point-in-time copy of a tenant's data."""
+
+    id: str
+    created: datetime.datetime
+    size: int
+    label: Optional[str] = None
+
+    def to_json(self):
+        return {'id': self.id, 'created': _iso(self.created),
+                'size': self.size, 'label': self.label}
+
+
+@dataclasses.dataclass(frozen=True)
+class TenantRecord:
+    """One tenant: where its data is and what is known about it."""
+
+    name: str
+    kind: str
+    settings: dict
+    created: datetime.datetime
+    modified: datetime.datetime
+    expires: Optional[datetime.datetime] = None
+    labels: dict = dataclasses.field(default_factory=dict)
+    snapshots: tuple = ()
+    state: str = 'active'
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def snapshot(self, snapshot_id):
+        for s in self.snapshots:
+            if s.id == snapshot_id:
+                return s
+        return None
+
+    def expired(self, when):
+        return self.expires is not None and self.expires <= when
+
+    def to_json(self):
+        """A JSON-able dict (for archives and ``multidb --json``)."""
+        return {
+            'name': self.name, 'kind': self.kind,
+            'settings': dict(self.settings), 'state': self.state,
+            'created': _iso(self.created), 'modified': _iso(self.modified),
+            'expires': _iso(self.expires), 'labels': dict(self.labels),
+            'snapshots': [s.to_json() for s in self.snapshots],
+        }
+
+    @classmethod
+    def from_json(cls, data, **changes):
+        """A record from ``to_json`` output (an archive's header); raises
+        ValueError, KeyError or TypeError when it is malformed."""
+        rec = cls(
+            name=str(data['name']), kind=str(data['kind']),
+            settings=dict(data.get('settings') or {}),
+            created=_from_iso(data['created']),
+            modified=_from_iso(data['modified']),
+            expires=_from_iso(data.get('expires')),
+            labels={str(k): str(v)
+                    for k, v in (data.get('labels') or {}).items()},
+        )
+        return rec.replace(**changes) if changes else rec
+
+
+def tree(root, create=False):
+    """The catalog's tree in a catalog root (made when asked)."""
+    t = root.get(CATALOG_KEY)
+    if t is None and create:
+        t = root[CATALOG_KEY] = OOBTree()
+    return t

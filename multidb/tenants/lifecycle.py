@@ -1,0 +1,624 @@
+"""The tenant lifecycle: create, clone, drop, snapshot, revert, archive,
+restore, expire, repair.
+
+See ``multidb.interfaces.ITenants``.
+
+Crash safety rests on three rules:
+
+- The catalog is the truth: a tenant exists once its record is committed.
+  Data is made first and the record committed last (the catalog sorts last
+  in a two-phase commit); a drop commits the record's removal first and
+  deletes data after.  A crash in between leaves storage with no record, a
+  leftover that ``repair()`` finds and deletes, never a record without
+  data.
+- Files are written under a temporary name and renamed into place.
+- Operations on one name are serialized in the process, and the collection
+  does not re-declare a name while an operation holds it.
+"""
+import contextlib
+import datetime
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+
+import transaction
+from zope.interface import implementer
+
+from multidb.errors import DatabaseInUse
+from multidb.errors import NoSuchSnapshot
+from multidb.errors import NoSuchTenant
+from multidb.errors import TenantExists
+from multidb.errors import UnknownDatabase
+from multidb.interfaces import ITenants
+from multidb.names import check_tenant_name
+from multidb.tenants import archive as _archive
+from multidb.tenants.catalog import TenantRecord
+from multidb.tenants.catalog import Snapshot
+from multidb.tenants.catalog import now as _now
+from multidb.tenants.catalog import tree as _tree
+
+log = logging.getLogger(__name__)
+
+EXPIRE_ACTIONS = ('drop', 'archive')
+
+
+def _crashpoint(step):
+    # Fault injection for the kill -9 tests: MULTIDB_CRASH_AT=step makes
+    # the process kill itself there, as a power cut would.
+    if os.environ.get('MULTIDB_CRASH_AT') == step:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resolve_dotted(name):
+    """The object a dotted name ``package.module.attr`` (or
+    ``package.module:attr``) names; raises ValueError saying what failed."""
+    if callable(name):
+        return name
+    modname, sep, attr = name.replace(':', '.').rpartition('.')
+    if not sep or not modname:
+        raise ValueError(f"{name!r} is not a dotted name (module.attribute)")
+    try:
+        return getattr(importlib.import_module(modname), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import {name!r}: {e}") from None
+
+
+def _expiry(expires, now):
+    if expires is None or isinstance(expires, datetime.datetime):
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=datetime.timezone.utc)
+        return expires
+    if isinstance(expires, datetime.timedelta):
+        return now + expires
+    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        return now + datetime.timedelta(seconds=expires)
+    raise TypeError(f"expires must be a datetime, a timedelta or seconds,"
+                    f" not {expires!r}")
+
+
+def _labels(labels):
+    if labels is None:
+        return {}
+    if isinstance(labels, dict):
+        items = labels.items()
+    else:
+        items = [(lab, '') for lab in labels]
+    out = {}
+    for k, v in items:
+        if not isinstance(k, str) or not k or not isinstance(v, str):
+            raise ValueError(f"labels are non-empty strings with string"
+                             f" values, not {k!r}: {v!r}")
+        out[k] = v
+    return out
+
+
+def new_snapshot_id(when):
+    # Sortable by time, unique without coordination.
+    return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
+
+
+@implementer(ITenants)
+class Tenants:
+    """See ``multidb.interfaces.ITenants``.
+
+    collection: the collection; catalog: the name of its catalog database;
+    backend: an ``IBackend`` (where new tenants go); db_kwargs: ``ZODB.DB``
+    arguments for tenant databases; init: a callable ``init(root)`` or a
+    dotted name, run on create; expire_action: 'drop' or 'archive', with
+    archive_dir for the latter; in_use_timeout: how long drop, revert and
+    restore wait for groups using the tenant to close.
+    """
+
+    def __init__(self, collection, *, catalog, backend, db_kwargs=None,
+                 init=None, expire_action='drop', archive_dir=None,
+                 in_use_timeout=0):
+        if expire_action not in EXPIRE_ACTIONS:
+            raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
+                             f" not {expire_action!r}")
+        if expire_action == 'archive' and not archive_dir:
+            raise ValueError("expire_action 'archive' needs an archive_dir")
+        self.collection = collection
+        self.catalog = catalog
+        self.backend = backend
+        self.db_kwargs = dict(db_kwargs or {})
+        self.init = init
+        self.expire_action = expire_action
+        self.archive_dir = archive_dir
+        self.in_use_timeout = in_use_timeout
+        self._lock = threading.Lock()
+        self._busy = {}          # name -> [lock, users]
+        self._declared = set()   # names this object declared
+        self._loaded = False
+        collection._set_tenants(self)
+
+    def __repr__(self):
+        return (f"<multidb.Tenants catalog={self.catalog!r}"
+                f" backend={self.backend!r}>")
+
+    # -- the catalog -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _catalog(self):
+        """A transaction on the catalog alone, in a manager of its own so
+        the application's transaction is never touched."""
+        with self.collection.transaction(transaction.TransactionManager()) \
+                as g:
+            yield _tree(g.root(self.catalog), create=True), g
+
+    def _record(self, name):
+        with self._catalog() as (tree, _):
+            return tree.get(name)
+
+    def get(self, name):
+        """See ``ITenants.get``."""
+        rec = self._record(name)
+        if rec is None:
+            raise NoSuchTenant(name)
+        return rec
+
+    def list(self):
+        """See ``ITenants.list``."""
+        with self._catalog() as (tree, _):
+            return list(tree.values())
+
+    def __contains__(self, name):
+        return self._record(name) is not None
+
+    def load(self):
+        """Declare every tenant of the catalog in the collection (lazily:
+        nothing is opened but the catalog)."""
+        records = self.list()
+        for rec in records:
+            self._declare(rec)
+        self._loaded = True
+        return len(records)
+
+    def resolve(self, name):
+        """Called by the collection for a name it does not know: declare
+        it if the catalog has it.  True if it did."""
+        if name in self._busy or name == self.catalog:
+            return False
+        try:
+            rec = self._record(name)
+        except UnknownDatabase:
+            return False
+        if rec is None:
+            return False
+        self._declare(rec)
+        return True
+
+    def _declare(self, rec):
+        if rec.name in self.collection:
+            return
+        self.collection.declare(
+            rec.name, self.backend_for(rec).factory(rec.settings),
+            origin=f'catalog {self.catalog!r}', **self.db_kwargs)
+        self._declared.add(rec.name)
+
+    def _undeclare(self, name, timeout=None):
+        timeout = self.in_use_timeout if timeout is None else timeout
+        try:
+            self.collection.remove(name, timeout=timeout)
+        except UnknownDatabase:
+            pass
+        self._declared.discard(name)
+
+    def backend_for(self, rec):
+        """The backend for an existing record (its own kind)."""
+        if rec.kind != self.backend.kind:
+            raise ValueError(f"tenant {rec.name!r} is on {rec.kind!r}; this"
+                             f" collection's tenants are on"
+                             f" {self.backend.kind!r}")
+        return self.backend
+
+    def _reserved(self):
+        return {n for n in self.collection if n not in self._declared} | {
+            self.catalog}
+
+    # -- per-name serialization -------------------------------------------
+
+    @contextlib.contextmanager
+    def _hold(self, *names):
+        """Serialize lifecycle operations on names within the process, and
+        keep the collection from re-declaring them meanwhile."""
+        slots = []
+        with self._lock:
+            for name in sorted(set(names)):
+                slot = self._busy.setdefault(name, [threading.Lock(), 0])
+                slot[1] += 1
+                slots.append((name, slot))
+        acquired = []
+        try:
+            for name, slot in slots:
+                slot[0].acquire()
+                acquired.append(slot)
+            yield
+        finally:
+            for slot in acquired:
+                slot[0].release()
+            with self._lock:
+                for name, slot in slots:
+                    slot[1] -= 1
+                    if not slot[1]:
+                        del self._busy[name]
+
+    # -- create, clone, drop --------------------------------------------
+
+    def create(self, name, *, expires=None, labels=None, init=None):
+        """See ``ITenants.create``."""
+        check_tenant_name(name, self._reserved())
+        when = _now()
+        expires = _expiry(expires, when)
+        labels = _labels(labels)
+        init = init if init is not None else self.init
+        if init is not None:
+            init = resolve_dotted(init)
+        backend = self.backend
+        settings = backend.settings_for(name)
+        with self._hold(name):
+            if self._record(name) is not None:
+                raise TenantExists(name)
+            self._clear_leftover(name, settings)
+            rec = TenantRecord(name=name, kind=backend.kind,
+                               settings=settings, created=when,
+                               modified=when, expires=expires,
+                               labels=labels)
+            backend.prepare(settings)
+            self._declare(rec)
+            try:
+                _crashpoint('create.declared')
+                tm = transaction.TransactionManager()
+                with self.collection.transaction(tm) as g:
+                    root = g.root(name)       # makes the storage
+                    _crashpoint('create.storage-made')
+                    if init is not None:
+                        init(root)
+                    tree = _tree(g.root(self.catalog), create=True)
+                    if name in tree:          # another process won
+                        raise TenantExists(name)
+                    tree[name] = rec
+                _crashpoint('create.committed')
+            except BaseException:
+                self._undeclare(name, timeout=0)
+                if self._record(name) is None:
+                    backend.destroy(settings)
+                raise
+        return rec
+
+    def clone(self, source, name, *, expires=None, labels=None,
+              progress=None):
+        """See ``ITenants.clone``."""
+        check_tenant_name(name, self._reserved())
+        when = _now()
+        expires = _expiry(expires, when)
+        with self._hold(source, name):
+            src = self.get(source)
+            if self._record(name) is not None:
+                raise TenantExists(name)
+            backend = self.backend
+            settings = backend.settings_for(name)
+            self._clear_leftover(name, settings)
+            tmp = backend.tmp_path(settings)
+            try:
+                self._dump(src, tmp, progress)
+                _crashpoint('clone.copied')
+                backend.load(settings, tmp)
+            except BaseException:
+                _unlink(tmp)
+                backend.destroy(settings)
+                raise
+            _crashpoint('clone.loaded')
+            rec = TenantRecord(
+                name=name, kind=backend.kind, settings=settings,
+                created=when, modified=when, expires=expires,
+                labels=_labels(labels) if labels is not None
+                else dict(src.labels))
+            try:
+                self._commit_record(rec, new=True)
+            except BaseException:
+                backend.destroy(settings)
+                raise
+            self._declare(rec)
+        return rec
+
+    def drop(self, name, *, archive_to=None, progress=None):
+        """See ``ITenants.drop``."""
+        with self._hold(name):
+            rec = self.get(name)
+            if archive_to is not None:
+                self._archive(rec, archive_to, progress)
+            self._undeclare(name)   # DatabaseInUse: nothing changed
+            _crashpoint('drop.closed')
+            try:
+                with self._catalog() as (tree, _):
+                    if tree.get(name) is None:
+                        raise NoSuchTenant(name)
+                    del tree[name]
+            except BaseException:
+                self._declare(rec)
+                raise
+            _crashpoint('drop.committed')
+            self.backend_for(rec).destroy(rec.settings)
+        return rec
+
+    def _commit_record(self, rec, new=False):
+        with self._catalog() as (tree, _):
+            if new and rec.name in tree:
+                raise TenantExists(rec.name)
+            tree[rec.name] = rec
+
+    def _clear_leftover(self, name, settings):
+        # Storage with no record is what a crashed create, clone or restore
+        # leaves: delete it, unless a process holds it open.
+        backend = self.backend
+        if backend.exists(settings):
+            if backend.is_locked(settings):
+                raise TenantExists(name)
+            log.warning("deleting leftover storage of tenant %r at %s",
+                        name, backend.describe(settings))
+            backend.destroy(settings)
+
+    # -- snapshots ----------------------------------------------------
+
+    def _dump(self, rec, dest, progress=None):
+        """Copy a tenant's committed data (FileStorage format) to the new
+        file dest; the tenant may be in use meanwhile."""
+        backend = self.backend_for(rec)
+        g = self.collection.group(transaction.TransactionManager())
+        try:
+            # A group connection pins the database open while we copy.
+            db = g.get_connection(rec.name).db()
+            src, length = backend.open_data(db, rec.settings)
+            with src, open(dest, 'xb') as out:
+                _archive.copy_range(src, out, length, None, progress)
+                out.flush()
+                os.fsync(out.fileno())
+            return length
+        finally:
+            g.close()
+
+    def snapshot(self, name, label=None, *, progress=None):
+        """See ``ITenants.snapshot``."""
+        with self._hold(name):
+            return self._snapshot(self.get(name), label, progress).id
+
+    def _snapshot(self, rec, label, progress=None):
+        backend = self.backend_for(rec)
+        when = _now()
+        sid = new_snapshot_id(when)
+        path = backend.snapshot_path(rec.settings, sid)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = _archive.tmp_name(path)
+        try:
+            size = self._dump(rec, tmp, progress)
+            os.rename(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        _crashpoint('snapshot.written')
+        snap = Snapshot(id=sid, created=when, size=size, label=label)
+        try:
+            with self._catalog() as (tree, _):
+                current = tree.get(rec.name)
+                if current is None:
+                    raise NoSuchTenant(rec.name)
+                tree[rec.name] = current.replace(
+                    snapshots=current.snapshots + (snap,))
+        except BaseException:
+            _unlink(path)
+            raise
+        return snap
+
+    def snapshots(self, name):
+        """See ``ITenants.snapshots``."""
+        return list(self.get(name).snapshots)
+
+    def revert(self, name, snapshot_id, *, progress=None):
+        """See ``ITenants.revert``."""
+        with self._hold(name):
+            rec = self.get(name)
+            if rec.snapshot(snapshot_id) is None:
+                raise NoSuchSnapshot(name, snapshot_id)
+            backend = self.backend_for(rec)
+            # Refuse before doing anything if a group is using the tenant.
+            self._check_idle(name)
+            before = self._snapshot(
+                rec, f'before revert to {snapshot_id}', progress)
+            src = backend.snapshot_path(rec.settings, snapshot_id)
+            tmp = backend.tmp_path(rec.settings)
+            self._undeclare(name)
+            try:
+                with open(src, 'rb') as f, open(tmp, 'xb') as out:
+                    _archive.copy_range(f, out, os.fstat(f.fileno()).st_size,
+                                        None, progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                _crashpoint('revert.copied')
+                backend.load(rec.settings, tmp)
+                _crashpoint('revert.loaded')
+                with self._catalog() as (tree, _):
+                    current = tree[name]
+                    tree[name] = current.replace(modified=_now())
+            finally:
+                _unlink(tmp)
+                self._declare(self.get(name))
+        return before.id
+
+    def _check_idle(self, name):
+        coll = self.collection
+        if name in coll and coll.is_open(name):
+            from multidb.collection import _connections_in_use
+            busy = _connections_in_use(coll[name])
+            if busy:
+                deadline = time.monotonic() + self.in_use_timeout
+                while busy and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    busy = _connections_in_use(coll[name])
+                if busy:
+                    raise DatabaseInUse(name, busy)
+
+    # -- archives ---------------------------------------------------------
+
+    def archive(self, name, path, *, progress=None):
+        """See ``ITenants.archive``."""
+        with self._hold(name):
+            return self._archive(self.get(name), path, progress)
+
+    def _archive(self, rec, path, progress=None):
+        backend = self.backend_for(rec)
+        g = self.collection.group(transaction.TransactionManager())
+        try:
+            db = g.get_connection(rec.name).db()
+            src, length = backend.open_data(db, rec.settings)
+            with src:
+                _archive.write_archive(
+                    path, {'record': rec.to_json()}, src, length,
+                    progress=progress)
+        finally:
+            g.close()
+        return os.fspath(path)
+
+    def restore(self, path, name=None, *, replace=False, progress=None):
+        """See ``ITenants.restore``."""
+        header = _archive.read_header(path, verify=False)
+        try:
+            source = TenantRecord.from_json(header['record'])
+        except (ValueError, KeyError, TypeError) as e:
+            from multidb.errors import CorruptArchive
+            raise CorruptArchive(path, f"bad tenant record ({e})") from None
+        name = source.name if name is None else name
+        check_tenant_name(name, self._reserved())
+        backend = self.backend
+        settings = backend.settings_for(name)
+        with self._hold(name):
+            existing = self._record(name)
+            if existing is not None and not replace:
+                raise TenantExists(name)
+            if existing is not None:
+                self._check_idle(name)
+            else:
+                self._clear_leftover(name, settings)
+            tmp = backend.tmp_path(settings)
+            try:
+                # Checks the whole archive while extracting; raises
+                # CorruptArchive before anything of the tenant is touched.
+                _archive.extract(path, tmp, progress=progress)
+                _crashpoint('restore.extracted')
+                if existing is not None:
+                    self._snapshot(existing, 'before restore')
+                    self._undeclare(name)
+                    settings = existing.settings
+                backend.load(settings, tmp)
+            finally:
+                _unlink(tmp)
+            _crashpoint('restore.loaded')
+            when = _now()
+            rec = TenantRecord(
+                name=name, kind=backend.kind, settings=settings,
+                created=source.created if existing is None
+                else existing.created,
+                modified=when, expires=source.expires,
+                labels=source.labels,
+                snapshots=existing.snapshots if existing is not None else ())
+            if existing is None:
+                try:
+                    self._commit_record(rec, new=True)
+                except BaseException:
+                    backend.destroy(settings)
+                    raise
+            else:
+                try:
+                    self._commit_record(rec)
+                finally:
+                    self._declare(rec)
+            self._declare(rec)
+        return rec
+
+    # -- expiry and repair -----------------------------------------------
+
+    def expire(self, now=None, *, progress=None):
+        """See ``ITenants.expire``."""
+        when = _expiry(now, _now()) if now is not None else _now()
+        done = []
+        for rec in self.list():
+            if not rec.expired(when):
+                continue
+            entry = {'name': rec.name, 'action': self.expire_action,
+                     'archive': None, 'error': None}
+            try:
+                if self.expire_action == 'archive':
+                    os.makedirs(self.archive_dir, exist_ok=True)
+                    entry['archive'] = os.path.join(
+                        self.archive_dir,
+                        f"{rec.name}-{when.strftime('%Y%m%dT%H%M%SZ')}"
+                        f".multidb")
+                self.drop(rec.name, archive_to=entry['archive'])
+            except (DatabaseInUse, NoSuchTenant, OSError) as e:
+                entry['action'] = 'skipped'
+                entry['error'] = str(e)
+            done.append(entry)
+            if progress is not None:
+                progress(1)
+        return done
+
+    def repair(self, *, dry_run=False):
+        """See ``ITenants.repair``."""
+        records = {r.name: r for r in self.list()}
+        findings = []
+        backend = self.backend
+        for name, settings in backend.scan():
+            rec = records.get(name)
+            if rec is not None and rec.settings == settings:
+                continue
+            if name in self._busy:
+                continue
+            if backend.is_locked(settings):
+                findings.append({'kind': 'leftover', 'name': name,
+                                 'path': backend.describe(settings),
+                                 'action': 'skipped (in use)'})
+                continue
+            findings.append({'kind': 'leftover', 'name': name,
+                             'path': backend.describe(settings),
+                             'action': 'kept' if dry_run else 'deleted'})
+            if not dry_run:
+                backend.destroy(settings)
+        for rec in records.values():
+            if rec.kind != backend.kind:
+                continue
+            known = {s.id for s in rec.snapshots}
+            for sid in backend.snapshot_ids(rec.settings):
+                if sid not in known:
+                    findings.append({
+                        'kind': 'stray snapshot', 'name': rec.name,
+                        'path': backend.snapshot_path(rec.settings, sid),
+                        'action': 'kept' if dry_run else 'deleted'})
+                    if not dry_run:
+                        backend.remove_snapshot(rec.settings, sid)
+            for s in rec.snapshots:
+                p = backend.snapshot_path(rec.settings, s.id)
+                if not os.path.exists(p):
+                    findings.append({'kind': 'missing snapshot',
+                                     'name': rec.name, 'path': p,
+                                     'action': 'reported'})
+            if not backend.exists(rec.settings):
+                findings.append({'kind': 'missing storage', 'name': rec.name,
+                                 'path': backend.describe(rec.settings),
+                                 'action': 'reported'})
+        for path in backend.stray_files():
+            findings.append({'kind': 'temporary file', 'name': None,
+                             'path': path,
+                             'action': 'kept' if dry_run else 'deleted'})
+            if not dry_run:
+                _unlink(path)
+        return findings
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
