@@ -1,4 +1,5 @@
 """Configuration files: multidb.config."""
+import io
 import os
 import textwrap
 import xml.etree.ElementTree as ET
@@ -73,7 +74,8 @@ TEMPLATE = """
 """
 
 
-def _template(keys='archive-dir $data/archive', path='$data/tenants/{name}.fs'):
+def _template(keys='archive-dir $data/archive',
+              path='$data/tenants/{name}.fs'):
     return TEMPLATE.replace('{keys}', keys).replace('{path}', path)
 
 
@@ -332,7 +334,7 @@ def test_zodb_config_can_import_multidb_for_zodburi():
         db.close()
 
 
-# -- composition and defines ----------------------------------------------
+# -- composition and defines --------------------------------------------------
 
 def _example(data):
     return mc.collectionFromFiles(
@@ -425,7 +427,7 @@ def test_multidb_settings(tmp_path):
     c.close()
 
 
-# -- laziness -------------------------------------------------------------------
+# -- laziness -----------------------------------------------------------------
 
 def test_loading_opens_nothing_and_first_use_opens(data):
     before = _tree(data)
@@ -447,7 +449,7 @@ def test_loading_opens_nothing_and_first_use_opens(data):
         c.close()
 
 
-# -- the tenants template -------------------------------------------------------
+# -- the tenants template -----------------------------------------------------
 
 def test_template_storage_factory_makes_the_tenants_storage(data):
     c = _example(data)
@@ -523,7 +525,7 @@ def test_template_init_is_kept_as_a_dotted_name(data):
     c.close()
 
 
-# -- zodburi -------------------------------------------------------------------
+# -- zodburi ------------------------------------------------------------------
 
 def test_zodburi_example(data):
     c = mc.collectionFromFile(os.path.join(CONFIG, 'zodburi.conf'),
@@ -546,7 +548,7 @@ def test_zodburi_database_name_from_the_uri():
     c.close()
 
 
-# -- the schema files --------------------------------------------------------
+# -- the schema files ---------------------------------------------------------
 
 def test_config_schema_is_the_packaged_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -559,10 +561,10 @@ def test_config_schema_is_the_packaged_one(tmp_path, monkeypatch):
 
 
 def test_component_is_importable_by_other_schemas():
-    schema = ZConfig.loadSchemaFile(__import__('io').StringIO(
+    schema = ZConfig.loadSchemaFile(io.StringIO(
         '<schema><import package="multidb"/>'
         '<section type="multidb" name="*" attribute="m"/></schema>'))
-    conf, _ = ZConfig.loadConfigFile(schema, __import__('io').StringIO(
+    conf, _ = ZConfig.loadConfigFile(schema, io.StringIO(
         '<multidb>\n<zodb a>\n<mappingstorage/>\n</zodb>\n</multidb>\n'))
     c = conf.m.open()
     assert list(c) == ['a']
