@@ -581,3 +581,34 @@ def test_every_key_has_a_description_and_a_default(name):
         assert text.strip(), key.get('name')
         assert key.get('default') is not None or 'Default' in text \
             or 'required' in text, key.get('name')
+
+
+def test_every_zodb_storage_type_is_declared_without_connecting(data):
+    c = mc.collectionFromString(f'''
+<zodb zeo>
+  <zeoclient>
+    server localhost:1
+    wait false
+  </zeoclient>
+</zodb>
+<zodb blobs>
+  <blobstorage>
+    blob-dir {data}/blobs
+    <filestorage>
+      path {data}/blobs.fs
+    </filestorage>
+  </blobstorage>
+</zodb>
+<zodb demo>
+  <demostorage>
+    <mappingstorage/>
+  </demostorage>
+</zodb>
+''')
+    try:
+        assert [s.kind for s in c.config_sources.values()] == [
+            'zeoclient', 'blobstorage', 'demostorage']
+        assert _tree(data) == ['archive', 'tenants']
+        assert c['demo'] is not None
+    finally:
+        c.close()
