@@ -148,6 +148,15 @@ class Connection(_ZConnection):
             return '\x7f' + key
         return key
 
+    def tpc_finish(self, transaction):
+        coll = self._db._collection
+        if coll is not None and coll._sort_last == self._db.database_name:
+            # Fault injection for the crash tests: between finishing the
+            # tenants' storages and the catalog's.
+            from multidb.tenants.lifecycle import _crashpoint
+            _crashpoint('catalog.tpc_finish')
+        return super().tpc_finish(transaction)
+
     def close(self, primary=True):
         if primary and len(self.connections) > 1:
             members = [c for c in self.connections.values() if c is not self]

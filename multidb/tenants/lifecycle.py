@@ -516,25 +516,27 @@ class Tenants:
             finally:
                 _unlink(tmp)
             _crashpoint('restore.loaded')
-            when = _now()
-            rec = TenantRecord(
-                name=name, kind=backend.kind, settings=settings,
-                created=source.created if existing is None
-                else existing.created,
-                modified=when, expires=source.expires,
-                labels=source.labels,
-                snapshots=existing.snapshots if existing is not None else ())
-            if existing is None:
-                try:
-                    self._commit_record(rec, new=True)
-                except BaseException:
+            try:
+                with self._catalog() as (tree, _):
+                    current = tree.get(name)
+                    if existing is None and current is not None:
+                        raise TenantExists(name)   # another process won
+                    rec = TenantRecord(
+                        name=name, kind=backend.kind, settings=settings,
+                        created=source.created if current is None
+                        else current.created,
+                        modified=_now(), expires=source.expires,
+                        labels=source.labels,
+                        # the tenant's own snapshots, "before restore" too
+                        snapshots=current.snapshots if current else ())
+                    tree[name] = rec
+            except BaseException:
+                if existing is None:
                     backend.destroy(settings)
-                    raise
-            else:
-                try:
-                    self._commit_record(rec)
-                finally:
-                    self._declare(rec)
+                raise
+            finally:
+                if existing is not None:
+                    self._declare(self.get(name))
             self._declare(rec)
         return rec
 
