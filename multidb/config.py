@@ -35,7 +35,7 @@ from ZConfig.matcher import SectionValue
 
 from multidb.collection import Collection
 from multidb.errors import DuplicateName
-from multidb.errors import InvalidName
+from multidb.names import check_tenant_name
 
 __all__ = [
     'collectionFromString',
@@ -342,13 +342,9 @@ class TenantTemplate:
     def storage_factory(self, name: str) -> Callable[[], Any]:
         """A zero-argument factory of tenant ``name``'s storage (nothing
         is opened until it is called)."""
-        # Guard what the name may do inside a path; the tenant-name
-        # policy proper belongs to the tenant lifecycle.
-        if not isinstance(name, str) or not name:
-            raise InvalidName(name, "a tenant name must be a non-empty str")
-        if name in ('.', '..') or any(c in name for c in '/\\\0'):
-            raise InvalidName(name, "a tenant name cannot be '.', '..' or"
-                                    " hold '/', '\\' or NUL")
+        # The name goes into a path or a database name: only names of
+        # the tenant policy, checked before anything is made.
+        check_tenant_name(name)
         return _substitute(self.storage, name).open
 
 
