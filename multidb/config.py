@@ -330,6 +330,19 @@ class TenantTemplate:
             raise _error(f"the tenants template's storage has no"
                          f" {{{PLACEHOLDER}}} placeholder: every tenant"
                          f" would share one storage", section)
+        if self.kind == 'filestorage':
+            fs = self.storage.config
+            for key in ('blob_dir', 'create', 'read_only'):
+                if getattr(fs, key, None):
+                    raise _error(
+                        f"the tenants template's filestorage cannot set"
+                        f" {key.replace('_', '-')}: tenants are created,"
+                        f" written, snapshotted and archived as single"
+                        f" files", section)
+            if '{' in os.path.dirname(fs.path):
+                raise _error("the tenants template's filestorage path must"
+                             " hold {name} in its file name, not in a"
+                             " folder", section)
         if self.expire_action == 'archive' and not self.archive_dir:
             raise _error("expire-action archive needs an archive-dir"
                          " (or set expire-action drop)", section)
@@ -338,6 +351,19 @@ class TenantTemplate:
             raise _error(f"the catalog database {self.catalog!r} of the"
                          f" tenants template is not declared (declared:"
                          f" {known})", section)
+
+    def make_tenants(self, collection: Collection):
+        """Set up ``collection.tenants`` from this template (opens
+        nothing).  Storage kinds without a lifecycle backend get none."""
+        from multidb.backends import backend_from_template
+        from multidb.tenants.lifecycle import Tenants
+        backend = backend_from_template(self)
+        if backend is None:
+            return None
+        return Tenants(collection, catalog=self.catalog, backend=backend,
+                       db_kwargs=self.db_kwargs, init=self.init,
+                       expire_action=self.expire_action,
+                       archive_dir=self.archive_dir)
 
     def storage_factory(self, name: str) -> Callable[[], Any]:
         """A zero-argument factory of tenant ``name``'s storage (nothing
@@ -482,6 +508,8 @@ def _build(multidb: Optional[MultiDB], databases: list,
         name: source for name, (source, _, _) in declared.items()}
     collection.config_files = list(files)
     collection.tenant_template = template
+    if template is not None:
+        template.make_tenants(collection)
     return collection
 
 

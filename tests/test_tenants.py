@@ -425,3 +425,38 @@ def test_catalog_commits_last(tenants):
                        g.get_connection('main')],
                       key=lambda c: c.sortKey())
         assert keys[-1].db().database_name == 'catalog'
+
+
+def test_tenants_from_configuration(tmp_path):
+    import multidb.config
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / 'archive').mkdir()
+    (tmp_path / 'tenants').mkdir()
+    c = multidb.config.collectionFromFile(
+        os.path.join(here, 'config', 'example.conf'),
+        defines={'data': str(tmp_path)})
+    try:
+        t = c.tenants
+        assert t.catalog == 'catalog' and t.expire_action == 'archive'
+        assert not os.path.exists(tmp_path / 'catalog.fs')  # nothing opened
+        t.create('acme', expires=0)
+        assert c['acme'].getCacheSize() == 2000   # the template's settings
+        assert os.path.exists(tmp_path / 'tenants' / 'acme.fs')
+        done = t.expire()
+        assert done[0]['action'] == 'archive'
+        assert os.path.dirname(done[0]['archive']) == str(tmp_path / 'archive')
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('path, message', [
+    ('tenants/{name}/{name}.fs', 'exactly once'),
+    ('tenants/{nom}.fs', 'unknown placeholder'),
+    ('tenants/x.fs', 'exactly once'),
+    ('{name}/Data.fs', 'file name'),
+    ('tenants/{name!r}.fs', 'format spec'),
+    ('tenants/{name.fs', 'malformed'),
+])
+def test_bad_backend_paths(path, message):
+    with pytest.raises(ValueError, match=message):
+        multidb.FileStorageBackend(path)

@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import shutil
+import string
 
 from ZODB.FileStorage import FileStorage
 from zope.interface import implementer
@@ -23,17 +24,38 @@ SNAPSHOTS = '.snapshots'
 
 
 def check_path_template(path):
-    """The path template must hold {name} exactly once, and no other
-    {placeholder}; raises ValueError saying what is wrong."""
-    count = path.count(PLACEHOLDER)
-    if count != 1:
-        raise ValueError(f"the tenant path {path!r} must contain {PLACEHOLDER}"
-                         f" exactly once, not {count} times")
-    other = re.findall(r'\{[^}]*\}', path.replace(PLACEHOLDER, ''))
-    if other:
-        raise ValueError(f"the tenant path {path!r} has an unknown"
-                         f" placeholder {other[0]} (only {PLACEHOLDER})")
-    return path
+    """Split a path template around its one {name} placeholder (str.format
+    syntax: {{ and }} are literal braces); raises ValueError saying what is
+    wrong.  Returns (head, tail), the literal text around {name}."""
+    try:
+        parts = list(string.Formatter().parse(path))
+    except ValueError as e:
+        raise ValueError(f"the tenant path {path!r} is malformed: {e}") \
+            from None
+    fields = [f for _, f, _, _ in parts if f is not None]
+    for f in fields:
+        if f != 'name':
+            raise ValueError(f"the tenant path {path!r} has an unknown"
+                             f" placeholder {{{f}}} (only {PLACEHOLDER})")
+    if len(fields) != 1:
+        raise ValueError(f"the tenant path {path!r} must contain"
+                         f" {PLACEHOLDER} exactly once, not {len(fields)}"
+                         f" times")
+    head, tail, seen = '', '', False
+    for literal, field, spec, conv in parts:
+        if seen:
+            tail += literal
+        else:
+            head += literal
+        if field is not None:
+            if spec or conv:
+                raise ValueError(f"the tenant path {path!r}: write {PLACEHOLDER}"
+                                 f" without a format spec or conversion")
+            seen = True
+    if os.sep in tail or (os.altsep and os.altsep in tail):
+        raise ValueError(f"the tenant path {path!r} must hold {PLACEHOLDER}"
+                         f" in its file name, not in a folder")
+    return head, tail
 
 
 @implementer(IBackend)
@@ -45,12 +67,18 @@ class FileStorageBackend:
     kind = 'filestorage'
 
     def __init__(self, path, **storage_options):
-        self.path = check_path_template(os.path.abspath(path))
+        head, tail = check_path_template(path)
+        # Absolute now: the settings recorded must not depend on the
+        # working folder of whoever reads the catalog later.
+        folder, prefix = os.path.split(head)
+        self._head = os.path.join(os.path.abspath(folder or '.'), prefix)
+        self._tail = tail
+        self.path = self._head + PLACEHOLDER + tail
         self.storage_options = storage_options
-        head, tail = self.path.split(PLACEHOLDER)
-        self._scan_glob = glob.escape(head) + '*' + glob.escape(tail)
-        self._scan_re = re.compile(
-            re.escape(head) + r'([a-z][a-z0-9_-]*)' + re.escape(tail) + r'\Z')
+        self._scan_glob = glob.escape(self._head) + '*' + glob.escape(tail)
+        self._scan_re = re.compile(re.escape(self._head) +
+                                   r'([a-z][a-z0-9_-]*)' +
+                                   re.escape(tail) + r'\Z')
 
     def __repr__(self):
         return f"<FileStorageBackend {self.path!r}>"
@@ -58,8 +86,7 @@ class FileStorageBackend:
     # -- settings and factories --------------------------------------------
 
     def settings_for(self, name):
-        return {'kind': self.kind,
-                'path': self.path.replace(PLACEHOLDER, name)}
+        return {'kind': self.kind, 'path': self._head + name + self._tail}
 
     def factory(self, settings):
         path = settings['path']
@@ -106,7 +133,7 @@ class FileStorageBackend:
 
     def stray_files(self):
         """Temporary files a crash left behind."""
-        head = os.path.dirname(self.path.split(PLACEHOLDER)[0] + 'x')
+        head = os.path.dirname(self._head + 'x')
         return glob.glob(os.path.join(glob.escape(head), '**',
                                       '.*.multidb-tmp'), recursive=True)
 
