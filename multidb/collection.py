@@ -110,20 +110,28 @@ class _Entry:
 
 
 def _connections_in_use(db):
-    """How many connections of db are handed out (opened, not in a pool).
+    """How many connections of db are handed out (popped from a pool and
+    not given back), opened or about to be.
 
     The pools keep weak references to handed-out connections, so one
     dropped without being closed stops counting once it is collected.
     """
     with db._lock:
-        n = 0
-        for c in db.pool.all:
-            if c.opened:
-                n += 1
-        for c in db.historical_pool:
-            if c.opened:
-                n += 1
+        n = len(db.pool.all) - len(db.pool.available)
+        hist = db.historical_pool
+        for pool in hist.pools.values():
+            n += len(pool.all) - len(pool.available)
         return n
+
+
+def _pop_pooled(db):
+    """A pooled connection of db, popped under db's lock, or None.
+
+    Once popped it counts as in use (see _connections_in_use), so a caller
+    holding the collection's lock may pop it and open it after releasing.
+    """
+    with db._lock:
+        return db.pool.pop()
 
 
 class Connection(_ZConnection):
@@ -484,22 +492,25 @@ class Collection:
             # The calling thread's own manager, as ZODB's DB.open() does,
             # so close() can unregister from another thread.
             transaction_manager = transaction.manager.manager
-        with self._cond:
-            self._check_not_closed()
-            ref = self._groups.get(transaction_manager)
-            if ref is not None:
-                other = ref()
-                if other is not None and not other.closed:
-                    raise GroupExists(transaction_manager)
-            group = ConnectionGroup(self, transaction_manager)
-            self._groups[transaction_manager] = weakref.ref(group)
+        self._check_not_closed()
+        # No lock: a transaction manager belongs to one thread at a time
+        # (ZODB's own rule), so no two threads race on one key, and dict
+        # operations are atomic.
+        groups = self._groups
+        ref = groups.get(transaction_manager)
+        if ref is not None:
+            other = ref()
+            if other is not None and not other.closed:
+                raise GroupExists(transaction_manager)
+        group = ConnectionGroup(self, transaction_manager)
+        groups[transaction_manager] = weakref.ref(group)
         return group
 
     def _forget_group(self, group):
-        with self._cond:
-            ref = self._groups.get(group.transaction_manager)
-            if ref is not None and ref() in (group, None):
-                del self._groups[group.transaction_manager]
+        groups = self._groups
+        ref = groups.get(group.transaction_manager)
+        if ref is not None and ref() in (group, None):
+            groups.pop(group.transaction_manager, None)
 
     @contextlib.contextmanager
     def transaction(self, transaction_manager=None):
@@ -659,6 +670,35 @@ class Collection:
                                       "was removed from the collection")
         entry = self._acquire(entry.name, pin=True)
         return entry, entry.db
+
+    def _open_connection(self, name, transaction_manager, may_exceed):
+        """Open a connection of name's database for a group.
+
+        The hot path: one trip through the collection's lock, which looks
+        the database up, marks it used and pops a pooled connection; a
+        popped connection keeps the database from eviction, so no pin is
+        needed.  ZODB's DB.open also garbage-collects the caches of idle
+        pooled connections on every call; here that happens when a
+        connection goes back to the pool (ZODB's repush trims the pool).
+        """
+        conn = pinned = None
+        with self._cond:
+            entry = self._entries.get(name)
+            if entry is not None and entry.state is OPEN:
+                self._open.move_to_end(name)
+                conn = _pop_pooled(entry.db)
+                if conn is None:
+                    entry.pins += 1
+                    pinned = entry
+        if conn is not None:
+            conn.open(transaction_manager)
+            return conn
+        if pinned is None:
+            pinned = self._acquire(name, pin=True, may_exceed=may_exceed)
+        try:
+            return ZODB.DB.open(pinned.db, transaction_manager)
+        finally:
+            self._unpin(pinned)
 
     def _unpin(self, entry):
         with self._cond:

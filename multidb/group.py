@@ -4,7 +4,6 @@ See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
 
-import ZODB
 from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
 
@@ -48,15 +47,8 @@ class ConnectionGroup:
             return conn
         if self.closed:
             raise GroupClosed(self)
-        coll = self._collection
-        # Pinned: the database cannot be evicted between being opened and
-        # its connection being handed out.
-        entry = coll._acquire(name, pin=True,
-                              may_exceed=bool(self.connections))
-        try:
-            conn = ZODB.DB.open(entry.db, self.transaction_manager)
-        finally:
-            coll._unpin(entry)
+        conn = self._collection._open_connection(
+            name, self.transaction_manager, bool(self.connections))
         conn.connections = self.connections
         self.connections[name] = conn
         return conn
@@ -79,24 +71,24 @@ class ConnectionGroup:
         """See :meth:`multidb.interfaces.IConnectionGroup.close`."""
         if self.closed:
             return
-        members = list(self.connections.values())
-        for conn in members:
+        members = self.connections
+        for conn in members.values():
             _check_not_joined(conn, "close the group")
         self.closed = True
-        # Detach every member before closing it, so that each goes back to
-        # its own database's pool alone (plain ZODB would keep the others
-        # attached to the first one closed).
-        for conn in members:
-            conn.connections = {conn._db.database_name: conn}
-        self.connections.clear()
+        self.connections = {}
         try:
-            for conn in members:
+            for name, conn in members.items():
+                # Detached first, so that each member goes back to its own
+                # database's pool alone (plain ZODB would keep the others
+                # attached to the first one closed).
+                conn.connections = {name: conn}
                 try:
                     conn.close()
                 except Exception:
                     log.exception("closing the connection to %r failed",
-                                  conn._db.database_name)
+                                  name)
         finally:
+            members.clear()
             self._collection._forget_group(self)
 
     def __enter__(self):
