@@ -18,8 +18,10 @@ from multidb.tenants.archive import fsync_dir
 from multidb.tenants.archive import tmp_name
 
 PLACEHOLDER = '{name}'
-# The files FileStorage keeps beside its data file.
-_COMPANIONS = ('.index', '.lock', '.tmp', '.old', '.pack')
+# The files FileStorage keeps beside its data file (.index.index_tmp is
+# the index being saved on close: a kill then leaves it behind).
+_COMPANIONS = ('.index', '.lock', '.tmp', '.old', '.pack',
+               '.index.index_tmp')
 SNAPSHOTS = '.snapshots'
 
 
@@ -79,6 +81,12 @@ class FileStorageBackend:
         self._scan_re = re.compile(re.escape(self._head) +
                                    r'([a-z][a-z0-9_-]*)' +
                                    re.escape(tail) + r'\Z')
+        # What a kill in the middle of destroy() leaves: companions of a
+        # data file that is gone already.
+        self._companion_re = re.compile(
+            re.escape(self._head) + r'([a-z][a-z0-9_-]*)' + re.escape(tail)
+            + '(?:' + '|'.join(map(re.escape, _COMPANIONS + (SNAPSHOTS,)))
+            + r')\Z')
 
     def __repr__(self):
         return f"<FileStorageBackend {self.path!r}>"
@@ -125,11 +133,17 @@ class FileStorageBackend:
         return False
 
     def scan(self):
-        """Yield (name, settings) for every tenant file on disk."""
-        for path in glob.glob(self._scan_glob):
+        """Yield (name, settings) for every tenant file on disk, and for
+        companion files left without their data file."""
+        seen = set()
+        for path in sorted(glob.glob(self._scan_glob + '*')):
             m = self._scan_re.match(path)
-            if m and os.path.isfile(path):
-                yield m.group(1), {'kind': self.kind, 'path': path}
+            if m and not os.path.isfile(path):
+                continue
+            m = m or self._companion_re.match(path)
+            if m and m.group(1) not in seen:
+                seen.add(m.group(1))
+                yield m.group(1), self.settings_for(m.group(1))
 
     def stray_files(self):
         """Temporary files a crash left behind."""

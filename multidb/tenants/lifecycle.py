@@ -130,6 +130,7 @@ class Tenants:
         self.archive_dir = archive_dir
         self.in_use_timeout = in_use_timeout
         self._lock = threading.Lock()
+        self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
         self._declared = set()   # names this object declared
         self._loaded = False
@@ -142,11 +143,14 @@ class Tenants:
     # -- the catalog -----------------------------------------------------
 
     @contextlib.contextmanager
-    def _catalog(self):
+    def _catalog(self, write=False):
         """A transaction on the catalog alone, in a manager of its own so
         the application's transaction is never touched."""
-        with self.collection.transaction(transaction.TransactionManager()) \
-                as g:
+        # Writers take turns: commits of two threads to one bucket of the
+        # catalog's tree (different names) raise ConflictError otherwise.
+        with self._catalog_lock if write else contextlib.nullcontext(), \
+                self.collection.transaction(
+                    transaction.TransactionManager()) as g:
             yield _tree(g.root(self.catalog), create=True), g
 
     def _record(self, name):
@@ -272,7 +276,8 @@ class Tenants:
             try:
                 _crashpoint('create.declared')
                 tm = transaction.TransactionManager()
-                with self.collection.transaction(tm) as g:
+                with self._catalog_lock, \
+                        self.collection.transaction(tm) as g:
                     root = g.root(name)       # makes the storage
                     _crashpoint('create.storage-made')
                     if init is not None:
@@ -334,7 +339,7 @@ class Tenants:
             self._undeclare(name)   # DatabaseInUse: nothing changed
             _crashpoint('drop.closed')
             try:
-                with self._catalog() as (tree, _):
+                with self._catalog(write=True) as (tree, _):
                     if tree.get(name) is None:
                         raise NoSuchTenant(name)
                     del tree[name]
@@ -346,7 +351,7 @@ class Tenants:
         return rec
 
     def _commit_record(self, rec, new=False):
-        with self._catalog() as (tree, _):
+        with self._catalog(write=True) as (tree, _):
             if new and rec.name in tree:
                 raise TenantExists(rec.name)
             tree[rec.name] = rec
@@ -368,6 +373,8 @@ class Tenants:
         """Copy a tenant's committed data (FileStorage format) to the new
         file dest; the tenant may be in use meanwhile."""
         backend = self.backend_for(rec)
+        # Under _hold the collection does not resolve the name itself.
+        self._declare(rec)
         g = self.collection.group(transaction.TransactionManager())
         try:
             # A group connection pins the database open while we copy.
@@ -402,7 +409,7 @@ class Tenants:
         _crashpoint('snapshot.written')
         snap = Snapshot(id=sid, created=when, size=size, label=label)
         try:
-            with self._catalog() as (tree, _):
+            with self._catalog(write=True) as (tree, _):
                 current = tree.get(rec.name)
                 if current is None:
                     raise NoSuchTenant(rec.name)
@@ -440,7 +447,7 @@ class Tenants:
                 _crashpoint('revert.copied')
                 backend.load(rec.settings, tmp)
                 _crashpoint('revert.loaded')
-                with self._catalog() as (tree, _):
+                with self._catalog(write=True) as (tree, _):
                     current = tree[name]
                     tree[name] = current.replace(modified=_now())
             finally:
@@ -470,6 +477,7 @@ class Tenants:
 
     def _archive(self, rec, path, progress=None):
         backend = self.backend_for(rec)
+        self._declare(rec)   # see _dump
         g = self.collection.group(transaction.TransactionManager())
         try:
             db = g.get_connection(rec.name).db()
@@ -517,7 +525,7 @@ class Tenants:
                 _unlink(tmp)
             _crashpoint('restore.loaded')
             try:
-                with self._catalog() as (tree, _):
+                with self._catalog(write=True) as (tree, _):
                     current = tree.get(name)
                     if existing is None and current is not None:
                         raise TenantExists(name)   # another process won
