@@ -165,6 +165,15 @@ def expire_action(value: str) -> str:
     return v
 
 
+def archive_dir(value: str) -> str:
+    """``archive-dir``: a folder path (``~`` expanded), made on the first
+    archive, so that a fresh data folder needs no ``mkdir``."""
+    v = os.path.expanduser(value.strip())
+    if not v:
+        raise ValueError("archive-dir must not be empty")
+    return v
+
+
 class ResolvedURI:
     """A zodburi URI resolved when the configuration was loaded."""
 

@@ -160,9 +160,6 @@ MALFORMED = [
     ('template-bad-expire-action',
      {'main.conf': _template(keys='expire-action shred')},
      "expire-action must be 'drop' or 'archive'", ('main.conf', 7), None),
-    ('template-missing-archive-dir',
-     {'main.conf': _template(keys='archive-dir $data/nowhere')},
-     'not an existing directory', ('main.conf', 7), None),
     ('template-bad-init',
      {'main.conf': _template(keys='init my-app.init\n'
                                   'archive-dir $data/archive')},
@@ -237,6 +234,17 @@ def test_malformed(tmp_path, data, files, fragment, where, other):
 
 def test_malformed_count():
     assert len(MALFORMED) >= 20
+
+
+def test_missing_archive_dir_loads_and_is_not_made(tmp_path, data):
+    # Made on the first archive, not at load: loading touches nothing.
+    c = _load(tmp_path, data,
+              {'main.conf': _template(keys='archive-dir $data/nowhere')})
+    try:
+        assert c.tenant_template.archive_dir == f'{data}/nowhere'
+        assert not os.path.exists(data / 'nowhere')
+    finally:
+        c.close()
 
 
 def test_duplicate_is_a_duplicate_name(tmp_path, data):
