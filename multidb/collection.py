@@ -90,7 +90,7 @@ class _Entry:
 
     # Slots: a process may declare 100,000 of these.
     __slots__ = ('name', 'factory', 'db_kwargs', 'db', 'state', 'pins',
-                 'origin', 'evictable')
+                 'origin', 'evictable', 'owner')
 
     def __init__(self, name, factory, db_kwargs, origin=None):
         self.name = name
@@ -107,6 +107,9 @@ class _Entry:
         self.origin = origin
         # Set when opened: can a reopen bring the same data back?
         self.evictable = False
+        # While a tenant is being created, only the creating thread may
+        # open it (its ident); everybody else sees no such database.
+        self.owner = None
 
 
 def _connections_in_use(db):
@@ -344,8 +347,13 @@ class Collection:
 
     # -- declare, add, remove ----------------------------------------------
 
-    def declare(self, name, factory, *, origin=None, **db_kwargs):
-        """See :meth:`multidb.interfaces.ICollection.declare`."""
+    def declare(self, name, factory, *, origin=None, _private=False,
+                **db_kwargs):
+        """See :meth:`multidb.interfaces.ICollection.declare`.
+
+        _private: only the calling thread may open the database until
+        ``_publish(name)`` (a tenant being created).
+        """
         check_name(name)
         if not callable(factory):
             raise TypeError(f"the factory of database {name!r} must be a"
@@ -353,6 +361,8 @@ class Collection:
                             f" not {factory!r}")
         entry = _Entry(name, factory, self._check_kwargs(name, db_kwargs),
                        origin)
+        if _private:
+            entry.owner = threading.get_ident()
         with self._cond:
             self._check_not_closed()
             self._wait_unsettled(name)
@@ -416,6 +426,12 @@ class Collection:
                     self._really_close(db)
                 self._cond.notify_all()
                 return
+
+    def _publish(self, name):
+        """A private declaration becomes visible to every thread."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.owner = None
 
     def _close_db(self, db):
         # db.close() by application code: the name goes, so it can be
@@ -573,7 +589,8 @@ class Collection:
         """
         with self._cond:
             entry = self._entries.get(name)
-            if entry is not None and entry.state is OPEN:
+            if entry is not None and entry.state is OPEN and \
+                    entry.owner is None:
                 self._open.move_to_end(name)
                 if pin:
                     entry.pins += 1
@@ -589,7 +606,8 @@ class Collection:
             while True:
                 self._check_not_closed()
                 entry = self._entries.get(name)
-                if entry is None:
+                if entry is None or (entry.owner is not None and
+                                     entry.owner != threading.get_ident()):
                     raise UnknownDatabase(name)
                 if entry.state is OPEN:
                     self._open.move_to_end(name)
@@ -684,7 +702,8 @@ class Collection:
         conn = pinned = None
         with self._cond:
             entry = self._entries.get(name)
-            if entry is not None and entry.state is OPEN:
+            if entry is not None and entry.state is OPEN and \
+                    entry.owner is None:
                 self._open.move_to_end(name)
                 conn = _pop_pooled(entry.db)
                 if conn is None:

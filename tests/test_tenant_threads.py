@@ -218,12 +218,6 @@ def test_drop_of_tenant_in_use_is_refused_and_changes_nothing(tmp_path):
         c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "create() declares the tenant in the collection before its record is"
-    " committed, so another group can open (and write to) a tenant that"
-    " does not exist yet and may vanish if the create fails; hiding it"
-    " needs the collection to refuse names held by a lifecycle operation"
-    " to other groups (collection.py)"))
 def test_tenant_hidden_until_created(tmp_path):
     c, t = _makeOne(tmp_path)
     try:

@@ -195,12 +195,13 @@ class Tenants:
         self._declare(rec)
         return True
 
-    def _declare(self, rec):
+    def _declare(self, rec, private=False):
         if rec.name in self.collection:
             return
         self.collection.declare(
             rec.name, self.backend_for(rec).factory(rec.settings),
-            origin=f'catalog {self.catalog!r}', **self.db_kwargs)
+            origin=f'catalog {self.catalog!r}', _private=private,
+            **self.db_kwargs)
         self._declared.add(rec.name)
 
     def _undeclare(self, name, timeout=None):
@@ -272,7 +273,9 @@ class Tenants:
                                modified=when, expires=expires,
                                labels=labels)
             backend.prepare(settings)
-            self._declare(rec)
+            # Private until the record is committed: nobody else can open
+            # (or write to) a tenant that does not exist yet.
+            self._declare(rec, private=True)
             try:
                 _crashpoint('create.declared')
                 tm = transaction.TransactionManager()
@@ -286,6 +289,7 @@ class Tenants:
                     if name in tree:          # another process won
                         raise TenantExists(name)
                     tree[name] = rec
+                self.collection._publish(name)
                 _crashpoint('create.committed')
             except BaseException:
                 self._undeclare(name, timeout=0)
