@@ -250,7 +250,8 @@ class ITenants(Interface):
         """Make a tenant from an archive, under its archived name or name.
         A corrupt or truncated archive raises ``CorruptArchive`` and leaves
         the target untouched; an existing tenant needs replace=True (its
-        current state is snapshotted first)."""
+        current state is snapshotted first, and it keeps its own record:
+        labels, expiry and snapshots; only its data is replaced)."""
 
     def expire(now=None):
         """Drop (or archive and drop, as configured) the tenants whose

