@@ -38,3 +38,14 @@ def test_the_tour_runs_twice_from_a_fresh_folder(tmp_path, monkeypatch,
         row = out.splitlines()[-1].split()
         assert (row[0], row[1], row[4]) == ('acme', 'active', str(run))
     assert (tmp_path / 'multidb-data' / 'tenants' / 'acme.fs').exists()
+
+
+def test_setup_cfg_lists_every_package():
+    # `pip install .` (the main job) ships only the packages listed.
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(TOP / 'setup.cfg')
+    listed = set(cfg['options']['packages'].split())
+    found = {'.'.join(p.parent.relative_to(TOP).parts)
+             for p in (TOP / 'multidb').rglob('__init__.py')}
+    assert listed == found
