@@ -121,8 +121,9 @@ def tenants_in(folder, **kw):
     c = multidb.Collection()
     c.declare('catalog', functools.partial(
         FileStorage, os.path.join(folder, 'catalog.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
-        os.path.join(folder, 'tenants', '{name}.fs')), **kw)
+    backend = multidb.FileStorageBackend(
+        os.path.join(folder, 'tenants', '{name}.fs'))
+    t = multidb.Tenants(c, catalog='catalog', backend=backend, **kw)
     return c, t
 
 
@@ -213,8 +214,8 @@ def bench_create_drop(n, block, profile_n):
         table(f"(1) tenant create and drop on FileStorage, {n} of each,"
               f" ms per operation",
               ['op', 'raw median', 'raw p99', 'multidb median',
-               'multidb p99', 'ratio', 'raw fsyncs / ms', 'multidb fsyncs / ms',
-               'target'],
+               'multidb p99', 'ratio', 'raw fsyncs / ms',
+               'multidb fsyncs / ms', 'target'],
               rows)
 
         # Where the time goes: a separate, profiled batch.
