@@ -242,9 +242,10 @@ class ITenants(Interface):
         new snapshot.  Raises ``NoSuchSnapshot``; ``DatabaseInUse`` while
         a group uses the tenant."""
 
-    def archive(name, path):
+    def archive(name, path, *, checksum=None):
         """Write the tenant (data and record) to one portable file with a
-        checksum; refuses to overwrite (``ArchiveExists``)."""
+        checksum ('crc32', the default, or 'sha256'); refuses to overwrite
+        (``ArchiveExists``)."""
 
     def restore(path, name=None, *, replace=False):
         """Make a tenant from an archive, under its archived name or name.

@@ -1,4 +1,3 @@
-import hashlib
 import io
 import json
 import os
@@ -10,16 +9,19 @@ import multidb
 from multidb.tenants import archive
 
 
-def _write(tmp_path, data=b'FS21' + b'x' * 5000, name='a.multidb'):
+def _write(tmp_path, data=b'FS21' + b'x' * 5000, name='a.multidb',
+           checksum='crc32'):
     path = tmp_path / name
     archive.write_archive(path, {'record': {'name': 'acme'}},
-                          io.BytesIO(data), len(data))
+                          io.BytesIO(data), len(data), checksum=checksum)
     return path, data
 
 
-def test_round_trip(tmp_path):
-    path, data = _write(tmp_path)
+@pytest.mark.parametrize('checksum', ['crc32', 'sha256'])
+def test_round_trip(tmp_path, checksum):
+    path, data = _write(tmp_path, checksum=checksum)
     header = archive.read_header(path)
+    assert header['checksum'] == checksum
     assert header['record'] == {'name': 'acme'}
     assert header['data_length'] == len(data)
     archive.extract(path, tmp_path / 'out.fs')
@@ -42,8 +44,15 @@ def test_short_source_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def _corruptions(raw):
+def test_unknown_checksum_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="unknown checksum 'md4'"):
+        _write(tmp_path, checksum='md4')
+    assert os.listdir(tmp_path) == []
+
+
+def _corruptions(raw, checksum):
     n = len(raw)
+    tail = len(archive.TRAILER) + archive.CHECKSUMS[checksum]().digest_size
     hl = struct.unpack('>I', raw[16:20])[0]
     yield 'empty', b''
     yield 'magic only', raw[:16]
@@ -52,8 +61,8 @@ def _corruptions(raw):
     yield 'cut in header', raw[:20 + hl // 2]
     yield 'cut at data start', raw[:20 + hl]
     yield 'cut in data', raw[:n // 2]
-    yield 'cut before checksum', raw[:n - 47]
-    yield 'cut in checksum', raw[:n - 5]
+    yield 'cut before checksum', raw[:n - tail]
+    yield 'cut in checksum', raw[:n - 2]
     yield 'flipped data byte', raw[:n // 2] + bytes([raw[n // 2] ^ 1]) + \
         raw[n // 2 + 1:]
     yield 'flipped checksum byte', raw[:-1] + bytes([raw[-1] ^ 0xff])
@@ -77,15 +86,22 @@ def _corruptions(raw):
     blob = json.dumps(head).encode()
     # a consistent checksum, so only the version is wrong
     body = raw[:16] + struct.pack('>I', len(blob)) + blob + \
-        raw[20 + hl:n - 47]
-    yield 'future version', body + archive.TRAILER + \
-        hashlib.sha256(body).digest()
+        raw[20 + hl:n - tail]
+    h = archive.CHECKSUMS[checksum]()
+    h.update(body)
+    yield 'future version', body + archive.TRAILER + h.digest()
+    head = json.loads(raw[20:20 + hl])
+    head['checksum'] = 'md4'
+    blob = json.dumps(head).encode()
+    yield 'unknown checksum', raw[:16] + struct.pack('>I', len(blob)) + \
+        blob + raw[20 + hl:]
 
 
-@pytest.mark.parametrize('case', range(17))
-def test_corrupt_archives_refused(tmp_path, case):
-    path, _ = _write(tmp_path)
-    label, bad = list(_corruptions(path.read_bytes()))[case]
+@pytest.mark.parametrize('checksum', ['crc32', 'sha256'])
+@pytest.mark.parametrize('case', range(18))
+def test_corrupt_archives_refused(tmp_path, case, checksum):
+    path, _ = _write(tmp_path, checksum=checksum)
+    label, bad = list(_corruptions(path.read_bytes(), checksum))[case]
     path.write_bytes(bad)
     with pytest.raises(multidb.CorruptArchive) as e:
         archive.read_header(path)

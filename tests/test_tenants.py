@@ -460,3 +460,17 @@ def test_tenants_from_configuration(tmp_path):
 def test_bad_backend_paths(path, message):
     with pytest.raises(ValueError, match=message):
         multidb.FileStorageBackend(path)
+
+
+def test_archive_w_sha256(tenants, tmp_path):
+    tenants.create('acme')
+    _set(tenants, 'acme', v=1)
+    arc = tmp_path / 'a.multidb'
+    tenants.archive('acme', arc, checksum='sha256')
+    from multidb.tenants.archive import read_header
+    assert read_header(arc)['checksum'] == 'sha256'
+    tenants.restore(arc, 'copy')
+    assert _root(tenants, 'copy') == {'v': 1}
+    with pytest.raises(ValueError, match='unknown checksum'):
+        tenants.archive('acme', tmp_path / 'b', checksum='md5')
+    assert not (tmp_path / 'b').exists()

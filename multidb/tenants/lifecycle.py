@@ -115,7 +115,7 @@ class Tenants:
 
     def __init__(self, collection, *, catalog, backend, db_kwargs=None,
                  init=None, expire_action='drop', archive_dir=None,
-                 in_use_timeout=0):
+                 in_use_timeout=0, archive_checksum='crc32'):
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
@@ -129,6 +129,8 @@ class Tenants:
         self.expire_action = expire_action
         self.archive_dir = archive_dir
         self.in_use_timeout = in_use_timeout
+        _archive._hasher(archive_checksum)   # refuse a bad name now
+        self.archive_checksum = archive_checksum
         self._lock = threading.Lock()
         self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
@@ -474,12 +476,14 @@ class Tenants:
 
     # -- archives ---------------------------------------------------------
 
-    def archive(self, name, path, *, progress=None):
+    def archive(self, name, path, *, progress=None, checksum=None):
         """See ``ITenants.archive``."""
+        if checksum is not None:
+            _archive._hasher(checksum)
         with self._hold(name):
-            return self._archive(self.get(name), path, progress)
+            return self._archive(self.get(name), path, progress, checksum)
 
-    def _archive(self, rec, path, progress=None):
+    def _archive(self, rec, path, progress=None, checksum=None):
         backend = self.backend_for(rec)
         self._declare(rec)   # see _dump
         g = self.collection.group(transaction.TransactionManager())
@@ -489,7 +493,8 @@ class Tenants:
             with src:
                 _archive.write_archive(
                     path, {'record': rec.to_json()}, src, length,
-                    progress=progress)
+                    progress=progress,
+                    checksum=checksum or self.archive_checksum)
         finally:
             g.close()
         return os.fspath(path)
