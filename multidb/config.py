@@ -65,7 +65,8 @@ _DB_KWARG_NAMES = {'allow_implicit_cross_references': 'xrefs'}
 _NOT_DB_KWARGS = frozenset([
     'storage', 'database_name',
     # <tenants>
-    'catalog', 'init', 'expire_action', 'archive_dir',
+    'catalog', 'init', 'expire_action', 'archive_dir', 'archive_checksum',
+    'snapshot_dir', 'admin_dsn', 'template_database',
 ])
 # Storage kinds of the zodburi schemes; other schemes show as themselves.
 _URI_KINDS = {
@@ -162,6 +163,16 @@ def expire_action(value: str) -> str:
     if v not in ('drop', 'archive'):
         raise ValueError(f"expire-action must be 'drop' or 'archive', not"
                          f" {value!r}")
+    return v
+
+
+def archive_checksum(value: str) -> str:
+    """``archive-checksum``: crc32 or sha256."""
+    from multidb.tenants.archive import CHECKSUMS
+    v = value.strip().lower()
+    if v not in CHECKSUMS:
+        raise ValueError(f"archive-checksum must be one of"
+                         f" {', '.join(CHECKSUMS)}, not {value!r}")
     return v
 
 
@@ -284,6 +295,10 @@ class TenantTemplate:
         self.init: Optional[str] = section.init
         self.expire_action: str = section.expire_action
         self.archive_dir: Optional[str] = section.archive_dir
+        self.archive_checksum: str = section.archive_checksum
+        self.snapshot_dir: Optional[str] = section.snapshot_dir
+        self.admin_dsn: Optional[str] = section.admin_dsn
+        self.template_database: Optional[str] = section.template_database
         self.placeholders: list = []
 
     @property
@@ -372,7 +387,8 @@ class TenantTemplate:
         return Tenants(collection, catalog=self.catalog, backend=backend,
                        db_kwargs=self.db_kwargs, init=self.init,
                        expire_action=self.expire_action,
-                       archive_dir=self.archive_dir)
+                       archive_dir=self.archive_dir,
+                       archive_checksum=self.archive_checksum)
 
     def storage_factory(self, name: str) -> Callable[[], Any]:
         """A zero-argument factory of tenant ``name``'s storage (nothing

@@ -38,10 +38,21 @@ class ConnectionGroup:
         # group's members and adds new ones here.
         self.connections = {}
         self.closed = False
+        # With tenants, the group checks the catalog at its first use after
+        # each transaction boundary (see Tenants.refresh), as a
+        # synchronizer of its transaction manager.
+        self._tenants = collection._tenants
+        self._stale = False
+        if self._tenants is not None:
+            self._stale = True
+            transaction_manager.registerSynch(self)
 
     def get_connection(self, name):
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
+        if self._stale and name != self._tenants.catalog:
+            self._stale = False
+            self._tenants.refresh(self)
         conn = self.connections.get(name)
         if conn is not None:
             return conn
@@ -76,6 +87,8 @@ class ConnectionGroup:
             _check_not_joined(conn, "close the group")
         self.closed = True
         self.connections = {}
+        if self._tenants is not None:
+            self.transaction_manager.unregisterSynch(self)
         try:
             for name, conn in members.items():
                 # Detached first, so that each member goes back to its own
@@ -90,6 +103,18 @@ class ConnectionGroup:
         finally:
             members.clear()
             self._collection._forget_group(self)
+
+    # ISynchronizer, registered with the transaction manager when the
+    # collection has tenants.
+
+    def beforeCompletion(self, transaction):
+        pass
+
+    def afterCompletion(self, transaction):
+        self._stale = True
+
+    def newTransaction(self, transaction):
+        self._stale = True
 
     def __enter__(self):
         return self

@@ -20,4 +20,21 @@ def backend_from_template(template):
             if value is not None:
                 options[key] = value
         return FileStorageBackend(config.path, **options)
+    if template.kind == 'relstorage':
+        from multidb.backends.relstorage import RelStorageBackend
+        from relstorage.options import Options
+        config = template.storage.config
+        adapter = config.adapter
+        if type(adapter).__name__ != 'PostgreSQLAdapterFactory':
+            return None
+        # RelStorage's own reading of its section, less what is per
+        # storage (its adapter and name).
+        options = Options.copy_valid_options(config).__dict__
+        options = {k: v for k, v in options.items()
+                   if k not in ('adapter', 'name', 'driver')
+                   and v != getattr(Options, k, object())}
+        return RelStorageBackend(
+            adapter.config.dsn, admin_dsn=template.admin_dsn,
+            template=template.template_database,
+            snapshot_dir=template.snapshot_dir, **options)
     return None

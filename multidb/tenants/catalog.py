@@ -14,6 +14,10 @@ from typing import Optional
 from BTrees.OOBTree import OOBTree
 
 CATALOG_KEY = 'multidb.tenants'
+# A counter bumped whenever a tenant comes or goes: other processes compare
+# it at their transaction boundaries (BTrees' Length resolves concurrent
+# bumps without conflict).
+SERIAL_KEY = 'multidb.tenants.serial'
 
 UTC = datetime.timezone.utc
 
@@ -102,3 +106,17 @@ def tree(root, create=False):
     if t is None and create:
         t = root[CATALOG_KEY] = OOBTree()
     return t
+
+
+def bump(root):
+    """Count a change of the catalog's membership."""
+    from BTrees.Length import Length
+    serial = root.get(SERIAL_KEY)
+    if serial is None:
+        serial = root[SERIAL_KEY] = Length()
+    serial.change(1)
+
+
+def serial(root):
+    counter = root.get(SERIAL_KEY)
+    return 0 if counter is None else counter()

@@ -38,6 +38,8 @@ from multidb.tenants import archive as _archive
 from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import Snapshot
 from multidb.tenants.catalog import now as _now
+from multidb.tenants.catalog import bump as _bump
+from multidb.tenants.catalog import serial as _serial
 from multidb.tenants.catalog import tree as _tree
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ class Tenants:
         self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
         self._declared = set()   # names this object declared
+        self._serial_seen = None  # the catalog serial refresh() last saw
         self._loaded = False
         collection._set_tenants(self)
 
@@ -196,6 +199,30 @@ class Tenants:
             return False
         self._declare(rec)
         return True
+
+    def refresh(self, group):
+        """Bring the collection up to date with the catalog as group's
+        transaction sees it: tenants dropped (by this or another process)
+        are removed from the collection and from group.  Cheap when
+        nothing came or went: one counter is compared.  Called by groups
+        at their first use after each transaction boundary; tenants
+        created elsewhere are declared on first use of their names."""
+        root = group.get_connection(self.catalog).root()
+        seen = _serial(root)
+        if seen == self._serial_seen:
+            return
+        tree = _tree(root)
+        names = set(tree.keys()) if tree is not None else set()
+        for name in list(self._declared):
+            if name not in names and name not in self._busy:
+                conn = group.connections.get(name)
+                if conn is not None and conn._needs_to_join:
+                    group.release(name)
+                try:
+                    self._undeclare(name, timeout=0)
+                except DatabaseInUse:
+                    continue   # another group still holds it: next time
+        self._serial_seen = seen
 
     def _declare(self, rec, private=False):
         if rec.name in self.collection:
@@ -291,6 +318,7 @@ class Tenants:
                     if name in tree:          # another process won
                         raise TenantExists(name)
                     tree[name] = rec
+                    _bump(g.root(self.catalog))
                 self.collection._publish(name)
                 _crashpoint('create.committed')
             except BaseException:
@@ -345,10 +373,11 @@ class Tenants:
             self._undeclare(name)   # DatabaseInUse: nothing changed
             _crashpoint('drop.closed')
             try:
-                with self._catalog(write=True) as (tree, _):
+                with self._catalog(write=True) as (tree, g):
                     if tree.get(name) is None:
                         raise NoSuchTenant(name)
                     del tree[name]
+                    _bump(g.root(self.catalog))
             except BaseException:
                 self._declare(rec)
                 raise
@@ -357,10 +386,12 @@ class Tenants:
         return rec
 
     def _commit_record(self, rec, new=False):
-        with self._catalog(write=True) as (tree, _):
+        with self._catalog(write=True) as (tree, g):
             if new and rec.name in tree:
                 raise TenantExists(rec.name)
             tree[rec.name] = rec
+            if new:
+                _bump(g.root(self.catalog))
 
     def _clear_leftover(self, name, settings):
         # Storage with no record is what a crashed create, clone or restore
@@ -415,7 +446,7 @@ class Tenants:
         _crashpoint('snapshot.written')
         snap = Snapshot(id=sid, created=when, size=size, label=label)
         try:
-            with self._catalog(write=True) as (tree, _):
+            with self._catalog(write=True) as (tree, g):
                 current = tree.get(rec.name)
                 if current is None:
                     raise NoSuchTenant(rec.name)
@@ -453,7 +484,7 @@ class Tenants:
                 _crashpoint('revert.copied')
                 backend.load(rec.settings, tmp)
                 _crashpoint('revert.loaded')
-                with self._catalog(write=True) as (tree, _):
+                with self._catalog(write=True) as (tree, g):
                     current = tree[name]
                     tree[name] = current.replace(modified=_now())
             finally:
@@ -534,7 +565,7 @@ class Tenants:
                 _unlink(tmp)
             _crashpoint('restore.loaded')
             try:
-                with self._catalog(write=True) as (tree, _):
+                with self._catalog(write=True) as (tree, g):
                     current = tree.get(name)
                     if existing is None and current is not None:
                         raise TenantExists(name)   # another process won
@@ -543,6 +574,7 @@ class Tenants:
                             name=name, kind=backend.kind, settings=settings,
                             created=source.created, modified=_now(),
                             expires=source.expires, labels=source.labels)
+                        _bump(g.root(self.catalog))
                     else:
                         # Replacing restores the data; the tenant keeps
                         # its own record (labels, expiry, snapshots), so

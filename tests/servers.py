@@ -1,0 +1,167 @@
+"""Throwaway servers for the tests and benchmarks: a PostgreSQL cluster and
+ZEO servers, each in a temporary folder on a free loopback port.
+
+PostgreSQL refuses to run as root: as root, initdb and postgres run as the
+``postgres`` user (``runuser``), which owns the cluster's folder.
+"""
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up in {timeout}s:"
+                                   f" {e}") from e
+            time.sleep(0.05)
+
+
+def pg_bindir():
+    """The folder of initdb and postgres (Debian keeps them apart)."""
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/postgres'))
+    if found:
+        return os.path.dirname(found[-1])
+    path = shutil.which('postgres')
+    if path:
+        return os.path.dirname(path)
+    raise RuntimeError("PostgreSQL server binaries not found: install the"
+                       " 'postgresql' package (tests/run does)")
+
+
+class PostgreSQL:
+    """A PostgreSQL cluster of its own: ``start()``, ``stop()``, ``dsn()``.
+
+    fsync is off: the cluster is thrown away, and the tests are about
+    multidb, not about PostgreSQL's durability.
+    """
+
+    def __init__(self):
+        self.bindir = pg_bindir()
+        self.base = tempfile.mkdtemp(prefix='multidb-pg-')
+        os.chmod(self.base, 0o755)
+        self.data = os.path.join(self.base, 'data')
+        self.port = free_port()
+        self.proc = None
+        self._as = []
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam('postgres')
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            self._as = ['runuser', '-u', 'postgres', '--']
+        subprocess.run(
+            self._as + [os.path.join(self.bindir, 'initdb'), '-D', self.data,
+                        '-A', 'trust', '-U', 'postgres', '--no-sync',
+                        '-E', 'UTF8'],
+            check=True, capture_output=True)
+
+    def dsn(self, dbname='postgres'):
+        return (f"host=127.0.0.1 port={self.port} user=postgres"
+                f" dbname={dbname}")
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            self._as + [os.path.join(self.bindir, 'postgres'), '-D',
+                        self.data, '-p', str(self.port), '-k', self.base,
+                        '-c', 'listen_addresses=127.0.0.1',
+                        '-c', 'fsync=off', '-c', 'max_connections=300'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(self._ping, 30, 'PostgreSQL')
+        return self
+
+    def _ping(self):
+        import psycopg2
+        psycopg2.connect(self.dsn(), connect_timeout=2).close()
+
+    def stop(self, sig=signal.SIGINT):
+        """Stop the server (SIGINT: PostgreSQL's fast shutdown)."""
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def sql(self, statement, dbname='postgres'):
+        """Run one statement in autocommit; return the rows, if any."""
+        import psycopg2
+        conn = psycopg2.connect(self.dsn(dbname))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+
+class ZEOServer:
+    """A ZEO server process serving named FileStorages from a folder."""
+
+    def __init__(self, storages=('1',), folder=None):
+        self.folder = folder or tempfile.mkdtemp(prefix='multidb-zeo-')
+        os.makedirs(self.folder, exist_ok=True)
+        self.storages = list(storages)
+        self.port = free_port()
+        self.proc = None
+        self.conf = os.path.join(self.folder, 'zeo.conf')
+        with open(self.conf, 'w') as f:
+            f.write(f"<zeo>\n  address 127.0.0.1:{self.port}\n</zeo>\n")
+            for name in self.storages:
+                path = os.path.join(self.folder, f'{name}.fs')
+                f.write(f"<filestorage {name}>\n  path {path}\n"
+                        f"</filestorage>\n")
+
+    @property
+    def address(self):
+        return ('127.0.0.1', self.port)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'ZEO.runzeo', '-C', self.conf],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(self._ping, 30, 'ZEO')
+        return self
+
+    def _ping(self):
+        socket.create_connection(self.address, timeout=1).close()
+
+    def kill(self):
+        """Kill the server as a crash would (SIGKILL)."""
+        self.stop(signal.SIGKILL)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+            self.proc = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
