@@ -170,7 +170,10 @@ class IBackend(Interface):
         """Yield (name, settings) for every tenant storage found."""
 
     def stray_files():
-        """Temporary files that a crash left behind."""
+        """Temporary files (or databases) that a crash left behind."""
+
+    def remove_stray(path):
+        """Delete one of stray_files()."""
 
     def open_data(db, settings):
         """Return (binary file, length): a consistent copy of the committed

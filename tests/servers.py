@@ -2,7 +2,8 @@
 ZEO servers, each in a temporary folder on a free loopback port.
 
 PostgreSQL refuses to run as root: as root, initdb and postgres run as the
-``postgres`` user (``runuser``), which owns the cluster's folder.
+``postgres`` user (the process itself switches user, so that signals reach
+postgres, not a wrapper), which owns the cluster's folder.
 """
 import glob
 import os
@@ -59,17 +60,17 @@ class PostgreSQL:
         self.data = os.path.join(self.base, 'data')
         self.port = free_port()
         self.proc = None
-        self._as = []
+        self._as = {}
         if os.geteuid() == 0:
             import pwd
             pw = pwd.getpwnam('postgres')
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
-            self._as = ['runuser', '-u', 'postgres', '--']
+            self._as = {'user': pw.pw_uid, 'group': pw.pw_gid,
+                        'extra_groups': [], 'cwd': self.base}
         subprocess.run(
-            self._as + [os.path.join(self.bindir, 'initdb'), '-D', self.data,
-                        '-A', 'trust', '-U', 'postgres', '--no-sync',
-                        '-E', 'UTF8'],
-            check=True, capture_output=True)
+            [os.path.join(self.bindir, 'initdb'), '-D', self.data,
+             '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'],
+            check=True, capture_output=True, **self._as)
 
     def dsn(self, dbname='postgres'):
         return (f"host=127.0.0.1 port={self.port} user=postgres"
@@ -77,11 +78,12 @@ class PostgreSQL:
 
     def start(self):
         self.proc = subprocess.Popen(
-            self._as + [os.path.join(self.bindir, 'postgres'), '-D',
-                        self.data, '-p', str(self.port), '-k', self.base,
-                        '-c', 'listen_addresses=127.0.0.1',
-                        '-c', 'fsync=off', '-c', 'max_connections=300'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [os.path.join(self.bindir, 'postgres'), '-D', self.data,
+             '-p', str(self.port), '-k', self.base,
+             '-c', 'listen_addresses=127.0.0.1',
+             '-c', 'fsync=off', '-c', 'max_connections=300'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            **self._as)
         _wait(self._ping, 30, 'PostgreSQL')
         return self
 

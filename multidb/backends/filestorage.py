@@ -151,6 +151,9 @@ class FileStorageBackend:
         return glob.glob(os.path.join(glob.escape(head), '**',
                                       '.*.multidb-tmp'), recursive=True)
 
+    def remove_stray(self, path):
+        _unlink(path)
+
     # -- data in and out, in FileStorage format ------------------------------
 
     def dump_to(self, db, settings, out, progress=None):

@@ -205,7 +205,7 @@ class RelStorageBackend:
         rows = self._admin(
             'SELECT datname FROM pg_database WHERE NOT datistemplate',
             fetch=True)
-        pat = re.compile(re.escape(self._prefix) + r'(.+)' +
+        pat = re.compile(re.escape(self._prefix) + r'([a-z][a-z0-9_-]*)' +
                          re.escape(self._suffix) + r'\Z')
         for (dbname,) in rows:
             m = pat.match(dbname)
@@ -249,9 +249,14 @@ class RelStorageBackend:
         folder = self._snapshot_folder(settings)
         tmp = tmp_name(os.path.join(folder, 'dump.fs'))
         fs = FileStorage(tmp, create=True)
+        # A storage instance of its own, polled now: the database's main
+        # instance reads the snapshot of its last poll, maybe long ago.
+        source = db.storage.new_instance()
         try:
-            fs.copyTransactionsFrom(db.storage)
+            source.poll_invalidations()
+            fs.copyTransactionsFrom(source)
         finally:
+            source.release()
             fs.close()
         try:
             f = open(tmp, 'rb')

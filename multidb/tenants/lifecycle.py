@@ -667,7 +667,7 @@ class Tenants:
                              'path': path,
                              'action': 'kept' if dry_run else 'deleted'})
             if not dry_run:
-                _unlink(path)
+                backend.remove_stray(path)
         return findings
 
 
