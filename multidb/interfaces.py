@@ -145,6 +145,10 @@ class IBackend(Interface):
 
     kind = Attribute("The storage kind, e.g. 'filestorage'")
 
+    def name_lock(name):
+        """A context manager serializing lifecycle operations on the name
+        among every process sharing the backend."""
+
     def settings_for(name):
         """The storage settings of a new tenant called name."""
 

@@ -2,6 +2,7 @@
 
 See ``multidb.interfaces.IBackend``.
 """
+import contextlib
 import functools
 import glob
 import os
@@ -90,6 +91,11 @@ class FileStorageBackend:
 
     def __repr__(self):
         return f"<FileStorageBackend {self.path!r}>"
+
+    def name_lock(self, name):
+        """A FileStorage is used by one process: the lifecycle's own
+        in-process lock is enough."""
+        return contextlib.nullcontext()
 
     # -- settings and factories --------------------------------------------
 

@@ -16,6 +16,7 @@ RelStorage 4.3: its schema installer checks its stored procedures
 without regard to the search path and fails with "Could not get version
 information after installing the stored procedures".
 """
+import contextlib
 import functools
 import glob
 import os
@@ -159,6 +160,22 @@ class RelStorageBackend:
 
     def _dsn_for_db(self, dbname):
         return dsn_with(self.dsn.replace(PLACEHOLDER, 'x'), dbname=dbname)
+
+    @contextlib.contextmanager
+    def name_lock(self, name):
+        """Serialize lifecycle operations on one tenant name across
+        processes: a PostgreSQL advisory lock, held by a connection of its
+        own for the operation (released by the server if we die)."""
+        pg = _psycopg2()
+        conn = pg.connect(self.admin_dsn)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute('SELECT pg_advisory_lock(hashtext(%s))',
+                            ('multidb:' + self._prefix + name,))
+            yield
+        finally:
+            conn.close()
 
     # -- settings and factories --------------------------------------------
 

@@ -16,15 +16,18 @@ Crash safety rests on three rules:
   does not re-declare a name while an operation holds it.
 """
 import contextlib
+import functools
 import datetime
 import importlib
 import logging
 import os
+import random
 import threading
 import time
 import uuid
 
 import transaction
+from transaction.interfaces import TransientError
 from zope.interface import implementer
 
 from multidb.errors import DatabaseInUse
@@ -98,6 +101,22 @@ def _labels(labels):
     return out
 
 
+def _retrying(method):
+    """Retry a lifecycle operation that lost a catalog write to another
+    process (ConflictError and other transient errors): each operation
+    undoes what it made when it fails, so running it again is safe."""
+    @functools.wraps(method)
+    def retry(self, *args, **kw):
+        for attempt in range(self.attempts):
+            try:
+                return method(self, *args, **kw)
+            except TransientError:
+                if attempt + 1 >= self.attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+    return retry
+
+
 def new_snapshot_id(when):
     # Sortable by time, unique without coordination.
     return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
@@ -131,6 +150,9 @@ class Tenants:
         self.expire_action = expire_action
         self.archive_dir = archive_dir
         self.in_use_timeout = in_use_timeout
+        # Tries of an operation that loses a catalog write to another
+        # process.
+        self.attempts = 5
         _archive._hasher(archive_checksum)   # refuse a bad name now
         self.archive_checksum = archive_checksum
         self._lock = threading.Lock()
@@ -267,10 +289,14 @@ class Tenants:
                 slots.append((name, slot))
         acquired = []
         try:
-            for name, slot in slots:
-                slot[0].acquire()
-                acquired.append(slot)
-            yield
+            with contextlib.ExitStack() as stack:
+                for name, slot in slots:
+                    slot[0].acquire()
+                    acquired.append(slot)
+                # And across processes, where the backend is shared.
+                for name, _ in slots:
+                    stack.enter_context(self.backend.name_lock(name))
+                yield
         finally:
             for slot in acquired:
                 slot[0].release()
@@ -282,6 +308,7 @@ class Tenants:
 
     # -- create, clone, drop --------------------------------------------
 
+    @_retrying
     def create(self, name, *, expires=None, labels=None, init=None):
         """See ``ITenants.create``."""
         check_tenant_name(name, self._reserved())
@@ -328,6 +355,7 @@ class Tenants:
                 raise
         return rec
 
+    @_retrying
     def clone(self, source, name, *, expires=None, labels=None,
               progress=None):
         """See ``ITenants.clone``."""
@@ -364,6 +392,7 @@ class Tenants:
             self._declare(rec)
         return rec
 
+    @_retrying
     def drop(self, name, *, archive_to=None, progress=None):
         """See ``ITenants.drop``."""
         with self._hold(name):
@@ -425,6 +454,7 @@ class Tenants:
         finally:
             g.close()
 
+    @_retrying
     def snapshot(self, name, label=None, *, progress=None):
         """See ``ITenants.snapshot``."""
         with self._hold(name):
@@ -461,6 +491,7 @@ class Tenants:
         """See ``ITenants.snapshots``."""
         return list(self.get(name).snapshots)
 
+    @_retrying
     def revert(self, name, snapshot_id, *, progress=None):
         """See ``ITenants.revert``."""
         with self._hold(name):
@@ -530,6 +561,7 @@ class Tenants:
             g.close()
         return os.fspath(path)
 
+    @_retrying
     def restore(self, path, name=None, *, replace=False, progress=None):
         """See ``ITenants.restore``."""
         header = _archive.read_header(path, verify=False)
