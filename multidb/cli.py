@@ -230,6 +230,7 @@ def check_config(args: argparse.Namespace) -> int:
                 'files': collection.config_files,
                 'max_open': collection.max_open,
                 'open_timeout': collection.open_timeout,
+                'zeo_wait_timeout': collection.zeo_wait_timeout,
                 'databases': databases,
                 'tenants': tenants,
             })
@@ -259,6 +260,60 @@ def check_config(args: argparse.Namespace) -> int:
         return OK
     finally:
         collection.close()
+
+
+# -- health -------------------------------------------------------------------
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, not {text!r}")
+    return value
+
+
+@command('health',
+         help="check that databases are reachable: latency and last"
+              " transaction of each; exit 1 when any is unreachable",
+         arguments=[
+             (('names',), dict(
+                 nargs='*', metavar='NAME',
+                 help="the databases to check (default: every configured"
+                      " database that is not a tenant)")),
+             (('--all',), dict(
+                 action='store_true', dest='all_tenants',
+                 help="check every catalogued tenant too")),
+             (('--timeout',), dict(
+                 type=_seconds, default=None, metavar='SECONDS',
+                 help="how long a database may take to answer"
+                      " (default: 6)")),
+         ])
+def health(args: argparse.Namespace) -> int:
+    collection = load_collection(args)
+    try:
+        results = collection.health(args.names or None,
+                                    timeout=args.timeout,
+                                    all=args.all_tenants)
+    finally:
+        collection.close()
+    ok = all(r.reachable for r in results)
+    if args.json:
+        _print_json({'ok': ok, 'databases': [r.as_dict() for r in results]})
+        return OK if ok else FAILED
+    rows = [(r.name, 'yes' if r.reachable else 'NO',
+             '-' if r.latency is None else f"{r.latency * 1000:.1f} ms",
+             _time(r.last_transaction), r.error or '')
+            for r in results]
+    if rows:
+        print(_table(rows, ('NAME', 'REACHABLE', 'LATENCY',
+                            'LAST TRANSACTION', 'ERROR')))
+    unreachable = sum(not r.reachable for r in results)
+    print(f"{len(results) - unreachable} of {len(results)} database(s)"
+          f" reachable")
+    return OK if ok else FAILED
 
 
 # -- demo ---------------------------------------------------------------------

@@ -8,12 +8,14 @@ import contextlib
 import inspect
 import logging
 import queue
+import random
 import threading
 import time
 import weakref
 
 import transaction
 import ZODB
+from transaction.interfaces import TransientError
 from ZODB.Connection import Connection as _ZConnection
 from ZODB.DemoStorage import DemoStorage
 from ZODB.MappingStorage import MappingStorage
@@ -135,6 +137,15 @@ def _pop_pooled(db):
     """
     with db._lock:
         return db.pool.pop()
+
+
+def _abort(tm):
+    # An abort can fail too (RelStorage polls its lost server after it):
+    # the error that made us abort is the one to report.
+    try:
+        tm.abort()
+    except Exception:
+        log.warning("aborting the transaction failed", exc_info=True)
 
 
 class Connection(_ZConnection):
@@ -547,6 +558,98 @@ class Collection:
                 raise
         finally:
             group.close()
+
+    def run(self, func, *, attempts=3, backoff=0.1, max_backoff=5.0,
+            retry_on=(), transaction_manager=None, note=None):
+        """See :meth:`multidb.interfaces.ICollection.run`."""
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not"
+                             f" {attempts!r}")
+        attempt = 0
+        while True:
+            attempt += 1
+            group = self.group(transaction_manager)
+            tm = group.transaction_manager
+            try:
+                txn = tm.begin()
+                if note:
+                    txn.note(note)
+                try:
+                    result = func(group)
+                    tm.commit()
+                    return result
+                except Exception as e:
+                    # Asked before the abort, which forgets the data
+                    # managers whose should_retry() may know better.
+                    retry = attempt < attempts and self._transient(
+                        e, tm, group, retry_on)
+                    _abort(tm)
+                    if not retry:
+                        raise
+                    log.info("attempt %d of %d failed with %s: retrying",
+                             attempt, attempts, type(e).__name__)
+                except BaseException:
+                    _abort(tm)
+                    raise
+            finally:
+                group.close()
+            delay = min(max_backoff, backoff * 2 ** (attempt - 1))
+            # Jitter: processes that conflicted must not retry in step.
+            time.sleep(random.uniform(delay / 2, delay))
+
+    def _transient(self, error, tm, group, retry_on):
+        """Is error worth another attempt?  See ICollection.run."""
+        if isinstance(error, (TransientError, *retry_on)):
+            return True
+        try:
+            if tm._retryable(type(error), error):   # data managers' say
+                return True
+        except Exception:  # pragma: no cover (a broken should_retry)
+            log.exception("should_retry failed")
+        # RelStorage raises its driver's own exceptions for a lost server
+        # connection (psycopg2's OperationalError, InterfaceError), and
+        # lists them: ask the storages of the group, then of every open
+        # database (the error may come from opening one).
+        storages = [c._db.storage for c in group.connections.values()]
+        with self._cond:
+            storages.extend(e.db.storage for e in self._open.values())
+        for storage in storages:
+            driver = getattr(getattr(storage, '_adapter', None), 'driver',
+                             None)
+            lost = getattr(driver, 'disconnected_exceptions', ())
+            if lost and isinstance(error, lost):
+                return True
+        return False
+
+    # -- health -------------------------------------------------------------
+
+    def health(self, names=None, *, timeout=None, all=False):
+        """See :meth:`multidb.interfaces.ICollection.health`."""
+        from multidb import health
+        if timeout is None:
+            timeout = health.DEFAULT_TIMEOUT
+        self._check_not_closed()
+        tenants = self._tenants
+        if names is not None:
+            names = list(names)
+            for name in names:
+                # Never declares a name the collection does not know, but
+                # a tenant another process created is known (its record).
+                if name not in self._entries and not (
+                        tenants is not None and tenants.resolve(name)):
+                    raise UnknownDatabase(name)
+        else:
+            if all and tenants is not None:
+                try:
+                    tenants.load()
+                except Exception:
+                    # The catalog's own line reports it.
+                    log.debug("loading the tenants failed", exc_info=True)
+            declared = tenants._declared if tenants is not None else ()
+            names = [name for name, entry in list(self._entries.items())
+                     if entry.owner is None and
+                     (all or name not in declared)]
+        return health.check_all(self, names, timeout)
 
     # -- opening, pinning, eviction ----------------------------------------
 

@@ -16,6 +16,7 @@ of each section, which :class:`_Loader` records as it parses.
 """
 import functools
 import os
+import re
 import string
 import urllib.request
 from io import StringIO
@@ -30,6 +31,7 @@ import ZConfig
 import ZConfig.cfgparser
 import ZConfig.loader
 import ZODB
+import ZODB.config
 import zodburi as _zodburi
 from ZConfig.matcher import SectionValue
 
@@ -155,6 +157,22 @@ def max_open(value: str) -> Optional[int]:
         raise ValueError(f"max-open must be a positive integer or 'auto',"
                          f" not {value!r}")
     return n
+
+
+_SECONDS = re.compile(r'(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z')
+_UNIT_SECONDS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600, None: 1}
+
+
+def seconds(value: str) -> float:
+    """A positive duration in seconds: a number, decimals allowed, with
+    an optional unit ``ms``, ``s``, ``m`` or ``h`` (``1.5s``, ``500ms``).
+    """
+    m = _SECONDS.match(value.strip().lower())
+    result = float(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else 0
+    if not result > 0:
+        raise ValueError(f"expected a positive duration such as 5s, 1.5s"
+                         f" or 500ms, not {value!r}")
+    return result
 
 
 def expire_action(value: str) -> str:
@@ -454,11 +472,83 @@ class MultiDB:
         self.config = section
         self.max_open: Optional[int] = section.max_open
         self.open_timeout: float = section.open_timeout
+        self.zeo_wait_timeout: float = section.zeo_wait_timeout
         self.databases: list = section.databases
         self.tenants: Optional[TenantTemplate] = section.tenants
 
     def open(self) -> Collection:
         return _build(self, [], [])
+
+
+# -- ZEO clients ------------------------------------------------------------
+
+#: The ``zeo-wait-timeout`` of a configuration without ``<multidb>``
+#: section, in seconds (see multidb.xml for the reasons).
+DEFAULT_ZEO_WAIT_TIMEOUT = 5.0
+# ZEO's own default wait_timeout: ClientStorage's, and the default of
+# the wait-timeout key of ZEO's <clientstorage>.
+_ZEO_DEFAULT_WAIT = 30
+
+
+def _open_zeoclient(config: SectionValue, wait_timeout: float):
+    """ZODB.config.ZEOClient.open with a wait_timeout, which ZODB's
+    ``<zeoclient>`` section has no key for (ZEO then waits 30 s)."""
+    from ZEO.ClientStorage import ClientStorage
+    options = {}
+    for key in ('blob_cache_size', 'blob_cache_size_check',
+                'client_label'):
+        if getattr(config, key) is not None:
+            options[key] = getattr(config, key)
+    return ClientStorage(
+        [server.address for server in config.server],
+        blob_dir=config.blob_dir, shared_blob_dir=config.shared_blob_dir,
+        storage=config.storage, cache_size=config.cache_size,
+        name=config.name, client=config.client, var=config.var,
+        min_disconnect_poll=config.min_disconnect_poll,
+        max_disconnect_poll=config.max_disconnect_poll,
+        wait=config.wait, read_only=config.read_only,
+        read_only_fallback=config.read_only_fallback,
+        drop_cache_rather_verify=config.drop_cache_rather_verify,
+        username=config.username, password=config.password,
+        realm=config.realm, wait_timeout=wait_timeout, **options)
+
+
+class _Override:
+    """A section's values with some replaced (for ZEO's own datatype)."""
+
+    def __init__(self, config: SectionValue, **values):
+        self.__config = config
+        self.__dict__.update(values)
+
+    def __getattr__(self, name):
+        return getattr(self.__config, name)
+
+
+def _open_clientstorage(storage: Any, wait_timeout: float):
+    return type(storage)(
+        _Override(storage.config, wait_timeout=wait_timeout)).open()
+
+
+def _zeo_factory(database: Any, factory: Callable, kind: str,
+                 wait_timeout: float) -> Callable:
+    """factory, made to use the collection's wait_timeout if it is a ZEO
+    client that does not set its own (see multidb.xml)."""
+    if isinstance(database, ZODBURIDatabase):
+        uri = database.uri.uri
+        if kind != 'zeoclient' or 'wait_timeout=' in uri:
+            return factory
+        sep = '&' if '?' in uri else '?'
+        return _zodburi.resolve_uri(
+            f"{uri}{sep}wait_timeout={wait_timeout:g}")[0]
+    storage = database.config.storage
+    if kind == 'zeoclient' and isinstance(storage, ZODB.config.ZEOClient):
+        return functools.partial(_open_zeoclient, storage.config,
+                                 wait_timeout)
+    if kind == 'clientstorage' and getattr(
+            storage.config, 'wait_timeout', None) == _ZEO_DEFAULT_WAIT:
+        return functools.partial(_open_clientstorage, storage,
+                                 wait_timeout)
+    return factory
 
 
 # -- building the collection ------------------------------------------------
@@ -503,9 +593,12 @@ def _build(multidb: Optional[MultiDB], databases: list,
     if multidb is not None:
         every.extend(multidb.databases)
     every.sort(key=_order)
+    wait_timeout = (multidb.zeo_wait_timeout if multidb is not None
+                    else DEFAULT_ZEO_WAIT_TIMEOUT)
     declared = {}
     for database in every:
         name, factory, db_kwargs, kind = _declaration(database)
+        factory = _zeo_factory(database, factory, kind, wait_timeout)
         source = _source(database.config, kind)
         first = declared.get(name)
         if first is not None:
@@ -533,6 +626,7 @@ def _build(multidb: Optional[MultiDB], databases: list,
         name: source for name, (source, _, _) in declared.items()}
     collection.config_files = list(files)
     collection.tenant_template = template
+    collection.zeo_wait_timeout = wait_timeout
     if template is not None:
         template.make_tenants(collection)
     return collection
@@ -721,9 +815,10 @@ def collectionFromFiles(paths: Iterable[str], *,
 
     They compose in the order of :func:`config_files`, as if each file
     were ``%include``-d after the previous one.  Every database is
-    declared, none is opened.  The collection gets three attributes:
-    ``config_sources`` (name -> :class:`Source`), ``config_files`` and
-    ``tenant_template`` (a :class:`TenantTemplate` or None).
+    declared, none is opened.  The collection gets four attributes:
+    ``config_sources`` (name -> :class:`Source`), ``config_files``,
+    ``tenant_template`` (a :class:`TenantTemplate` or None) and
+    ``zeo_wait_timeout`` (seconds, see ``zeo-wait-timeout``).
     """
     files = config_files(paths)
     if not files:

@@ -68,6 +68,55 @@ class ICollection(Interface):
         """A context manager: a new group in a new transaction, committed
         on success, aborted on an exception, closed in both cases."""
 
+    def run(func, *, attempts=3, backoff=0.1, max_backoff=5.0,
+            retry_on=(), transaction_manager=None, note=None):
+        """Call ``func(group)`` in a transaction and commit; retry on a
+        transient error; return what ``func`` returned.
+
+        Each attempt is a new group on ``transaction_manager`` (``None``:
+        the calling thread's) in a new transaction, committed when
+        ``func`` returns; ``note`` is added to the transaction's
+        description.  ``func`` must do nothing but database work, since
+        it may run up to ``attempts`` times.
+
+        An error is transient, and the transaction is aborted and run
+        again, when it is a ``transaction.interfaces.TransientError``
+        (``ZODB.POSException.ConflictError``, ZEO's
+        ``ClientDisconnected``, RelStorage's
+        ``StorageDisconnectedDuringCommit``), when a data manager of the
+        transaction says so (its ``should_retry``), when it is one of the
+        exceptions by which the driver of a RelStorage database of the
+        collection reports a lost connection (psycopg2's
+        ``OperationalError`` and ``InterfaceError``), or an instance of
+        one of the ``retry_on`` types.  Between attempts it sleeps
+        ``backoff`` seconds, doubled at each attempt up to
+        ``max_backoff``, times a random factor between 0.5 and 1 (so
+        that processes that conflicted do not run again in step).  Any
+        other error, or a transient one at the last attempt, is raised
+        after the abort.  Raises ``GroupExists`` when the transaction
+        manager has an open group already.
+        """
+
+    def health(names=None, *, timeout=None, all=False):
+        """Check databases; return one ``multidb.health.DatabaseHealth``
+        per database, in order: ``name``, ``reachable``, ``latency``
+        (seconds), ``last_transaction`` (a UTC datetime) and ``error``.
+
+        Each check opens a connection (and the database, when it is
+        closed) with a transaction manager of its own, loads the root
+        object, pings the server of a ZEO client, and reads the last
+        transaction id.  Checks run in threads; one that has not ended
+        after ``timeout`` seconds (``None``: 6, a little more than the
+        default ``zeo-wait-timeout``), such as one waiting for a ZEO
+        server that is down, is reported unreachable.
+
+        ``names`` defaults to the databases that are not tenants; with
+        ``all``, every catalogued tenant is checked too.  A name not in
+        the collection (nor in its tenants' catalog) raises
+        ``UnknownDatabase`` before anything is checked: a check never
+        declares a database.
+        """
+
     def close():
         """Close every open database and forget every name.  Idempotent.
         """

@@ -114,9 +114,9 @@ def test_help_exits_0(capsys):
 
 def test_commands_are_registered_in_one_place():
     assert list(cli.COMMANDS) == [
-        'check-config', 'demo', 'list', 'show', 'create', 'clone', 'drop',
-        'snapshot', 'snapshots', 'revert', 'archive', 'restore', 'expire',
-        'repair']
+        'check-config', 'health', 'demo', 'list', 'show', 'create', 'clone',
+        'drop', 'snapshot', 'snapshots', 'revert', 'archive', 'restore',
+        'expire', 'repair']
 
 
 def test_demo_persists_and_counts(capsys, tmp_path):
