@@ -11,6 +11,8 @@ from multidb.group import ConnectionGroup
 from multidb.tenants.lifecycle import Tenants
 #: Tenants as FileStorage files.
 from multidb.backends.filestorage import FileStorageBackend
+#: What Collection.health() reports per database.
+from multidb.health import DatabaseHealth
 #: The errors: one base, each subclass also the built-in it means.
 from multidb.errors import CollectionClosed
 from multidb.errors import DatabaseInUse
@@ -33,6 +35,7 @@ __all__ = [
     'ConnectionGroup',
     'Tenants',
     'FileStorageBackend',
+    'DatabaseHealth',
     'TenantExists',
     'NoSuchTenant',
     'NoSuchSnapshot',
