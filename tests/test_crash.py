@@ -22,6 +22,8 @@ from ZODB import DB
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from helpers import root_dict
+from helpers import update_root
 
 # The top of every subprocess script: the same collection the parent opens.
 PRELUDE = '''\
@@ -88,14 +90,8 @@ def _open(folder):
     return c, t
 
 
-def _root(c, name):
-    with c.transaction() as g:
-        return dict(g.root(name))
-
-
-def _set(c, name, **values):
-    with c.transaction() as g:
-        g.root(name).update(values)
+_root = root_dict
+_set = update_root
 
 
 def _file_root(path):

@@ -9,6 +9,8 @@ import transaction
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from helpers import root_dict
+from helpers import update_root
 from multidb.backends.relstorage import RelStorageBackend
 
 
@@ -51,14 +53,8 @@ def tenants(postgres, backend, pg_db):
     c.close()
 
 
-def _root(t, name):
-    with t.collection.transaction() as g:
-        return dict(g.root(name))
-
-
-def _set(t, name, **values):
-    with t.collection.transaction() as g:
-        g.root(name).update(values)
+_root = root_dict
+_set = update_root
 
 
 def test_create_is_create_database_from_template(tenants, postgres, prefix):

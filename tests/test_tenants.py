@@ -8,6 +8,8 @@ from ZODB.FileStorage import FileStorage
 from zope.interface.verify import verifyObject
 
 import multidb
+from helpers import root_dict
+from helpers import update_root
 from multidb.interfaces import ITenants
 
 UTC = datetime.timezone.utc
@@ -35,14 +37,8 @@ def tenants(tmp_path):
     c.close()
 
 
-def _root(t, name):
-    with t.collection.transaction() as g:
-        return dict(g.root(name))
-
-
-def _set(t, name, **values):
-    with t.collection.transaction() as g:
-        g.root(name).update(values)
+_root = root_dict
+_set = update_root
 
 
 def test_verify(tenants):
