@@ -545,7 +545,15 @@ class Collection:
         group = self.group(transaction_manager)
         tm = group.transaction_manager
         try:
-            tm.begin()
+            if getattr(tm, 'explicit', False):
+                tm.begin()
+            else:
+                # Ends whatever transaction the manager had; the new one
+                # starts as the first connection opens (as ZODB's own
+                # DB.transaction() does).  begin() would make every
+                # connection opened afterwards poll its storage twice:
+                # once on open, once more on joining the synchronizers.
+                tm.abort()
             try:
                 yield group
             except BaseException:
