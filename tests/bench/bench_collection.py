@@ -51,6 +51,8 @@ from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
 import multidb
+from benchutil import table
+from benchutil import verdict
 
 HERE = os.path.abspath(__file__)
 
@@ -146,28 +148,6 @@ class FdSampler(threading.Thread):
         self.join()
         self.peak = max(self.peak, open_fds())
         return self.peak
-
-
-def table(title, header, rows):
-    """Print a reST simple table."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    rule = '  '.join('=' * w for w in widths)
-    print()
-    print(title)
-    print('-' * len(title))
-    print()
-    print(rule)
-    print('  '.join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
-    print(rule)
-    for row in cells[1:]:
-        print('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(rule)
-    sys.stdout.flush()
-
-
-def verdict(ok):
-    return 'met' if ok else 'MISSED'
 
 
 def raise_fd_limit(wanted):

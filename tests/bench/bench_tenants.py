@@ -47,6 +47,8 @@ from persistent.mapping import PersistentMapping
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from benchutil import table
+from benchutil import verdict
 
 TARGET_CREATE_MS = 3.0      # median
 TARGET_VS_CP = 0.5          # throughput / cp's
@@ -93,28 +95,6 @@ def p99(values):
 
 def ms(seconds):
     return f"{seconds * 1000:.3f}"
-
-
-def table(title, header, rows):
-    """Print a reST simple table."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    rule = '  '.join('=' * w for w in widths)
-    print()
-    print(title)
-    print('-' * len(title))
-    print()
-    print(rule)
-    print('  '.join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
-    print(rule)
-    for row in cells[1:]:
-        print('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(rule)
-    sys.stdout.flush()
-
-
-def verdict(ok):
-    return 'met' if ok else 'MISSED'
 
 
 def tenants_in(folder, **kw):
