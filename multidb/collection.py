@@ -4,7 +4,6 @@ See :class:`multidb.interfaces.ICollection`.
 """
 import atexit
 import collections
-import contextlib
 import inspect
 import logging
 import queue
@@ -30,6 +29,7 @@ from multidb.errors import InvalidName
 from multidb.errors import NotConfigured
 from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
+from multidb.group import ConnectionGroup
 from multidb.interfaces import ICollection
 
 try:
@@ -278,6 +278,52 @@ class _Databases(collections.abc.MutableMapping):
         return f"<databases of {self._collection!r}>"
 
 
+class _Transaction:
+    """Collection.transaction(): a group in a transaction, committed on
+    success, aborted on an exception, closed in both cases.  (A class, not
+    a generator: it is on every request's path.)"""
+
+    __slots__ = ('group',)
+
+    def __init__(self, group):
+        self.group = group
+
+    def __enter__(self):
+        group = self.group
+        tm = group.transaction_manager
+        try:
+            if getattr(tm, 'explicit', False):
+                tm.begin()
+            elif getattr(tm, '_txn', True) is not None:
+                # End a leftover transaction: its changes are not ours to
+                # commit.  (transaction's managers keep it in _txn; with
+                # none, there is nothing to end.)  The new transaction
+                # starts as the first connection opens, as in ZODB's own
+                # DB.transaction(); begin() would make every connection
+                # opened afterwards poll its storage twice.
+                tm.abort()
+        except BaseException:
+            group.close()
+            raise
+        return group
+
+    def __exit__(self, exc_type, exc, tb):
+        group = self.group
+        tm = group.transaction_manager
+        try:
+            if exc_type is not None:
+                tm.abort()
+                return False
+            try:
+                tm.commit()
+            except BaseException:
+                tm.abort()
+                raise
+        finally:
+            group.close()
+        return False
+
+
 @implementer(ICollection)
 class Collection:
     """See :class:`multidb.interfaces.ICollection`.
@@ -514,12 +560,12 @@ class Collection:
 
     def group(self, transaction_manager=None):
         """See :meth:`multidb.interfaces.ICollection.group`."""
-        from multidb.group import ConnectionGroup
         if transaction_manager is None:
             # The calling thread's own manager, as ZODB's DB.open() does,
             # so close() can unregister from another thread.
             transaction_manager = transaction.manager.manager
-        self._check_not_closed()
+        if self._closed:
+            raise CollectionClosed(self)
         # No lock: a transaction manager belongs to one thread at a time
         # (ZODB's own rule), so no two threads race on one key, and dict
         # operations are atomic.
@@ -539,33 +585,9 @@ class Collection:
         if ref is not None and ref() in (group, None):
             groups.pop(group.transaction_manager, None)
 
-    @contextlib.contextmanager
     def transaction(self, transaction_manager=None):
         """See :meth:`multidb.interfaces.ICollection.transaction`."""
-        group = self.group(transaction_manager)
-        tm = group.transaction_manager
-        try:
-            if getattr(tm, 'explicit', False):
-                tm.begin()
-            else:
-                # Ends whatever transaction the manager had; the new one
-                # starts as the first connection opens (as ZODB's own
-                # DB.transaction() does).  begin() would make every
-                # connection opened afterwards poll its storage twice:
-                # once on open, once more on joining the synchronizers.
-                tm.abort()
-            try:
-                yield group
-            except BaseException:
-                tm.abort()
-                raise
-            try:
-                tm.commit()
-            except BaseException:
-                tm.abort()
-                raise
-        finally:
-            group.close()
+        return _Transaction(self.group(transaction_manager))
 
     def run(self, func, *, attempts=3, backoff=0.1, max_backoff=5.0,
             retry_on=(), transaction_manager=None, note=None):
