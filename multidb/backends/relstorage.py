@@ -93,6 +93,9 @@ class RelStorageBackend:
             'multidb_template_' + ('hp' if self.keep_history else 'hf'))
         self.snapshot_dir = snapshot_dir
         self._template_lock = threading.Lock()
+        # The admin connection of the operation this thread runs, if any
+        # (see name_lock).
+        self._local = threading.local()
         self._template_ready = False
 
     def __repr__(self):
@@ -104,8 +107,8 @@ class RelStorageBackend:
     def _admin(self, *statements, params=None, fetch=False):
         """Run statements on the admin connection, each in autocommit
         (CREATE and DROP DATABASE refuse transaction blocks)."""
-        pg = _psycopg2()
-        conn = pg.connect(self.admin_dsn)
+        held = getattr(self._local, 'conn', None)
+        conn = held or _psycopg2().connect(self.admin_dsn)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -116,7 +119,8 @@ class RelStorageBackend:
                         rows = cur.fetchall()
                 return rows
         finally:
-            conn.close()
+            if conn is not held:
+                conn.close()
 
     @staticmethod
     def _ident(name):
@@ -166,16 +170,28 @@ class RelStorageBackend:
         """Serialize lifecycle operations on one tenant name across
         processes: a PostgreSQL advisory lock, held by a connection of its
         own for the operation (released by the server if we die)."""
-        pg = _psycopg2()
-        conn = pg.connect(self.admin_dsn)
+        if getattr(self._local, 'conn', None) is not None:
+            # Nested (clone holds two names): one connection holds both.
+            conn, outer = self._local.conn, True
+        else:
+            conn, outer = _psycopg2().connect(self.admin_dsn), False
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute('SELECT pg_advisory_lock(hashtext(%s))',
                             ('multidb:' + self._prefix + name,))
+            # The operation's own admin statements use this connection:
+            # two connects fewer per create.
+            self._local.conn = conn
             yield
         finally:
-            conn.close()
+            if outer:
+                with conn.cursor() as cur:
+                    cur.execute('SELECT pg_advisory_unlock(hashtext(%s))',
+                                ('multidb:' + self._prefix + name,))
+            else:
+                self._local.conn = None
+                conn.close()
 
     # -- settings and factories --------------------------------------------
 
