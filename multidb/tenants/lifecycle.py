@@ -392,7 +392,6 @@ class Tenants:
             self._declare(rec)
         return rec
 
-    @_retrying
     def drop(self, name, *, archive_to=None, progress=None):
         """See ``ITenants.drop``."""
         with self._hold(name):
@@ -402,17 +401,21 @@ class Tenants:
             self._undeclare(name)   # DatabaseInUse: nothing changed
             _crashpoint('drop.closed')
             try:
-                with self._catalog(write=True) as (tree, g):
-                    if tree.get(name) is None:
-                        raise NoSuchTenant(name)
-                    del tree[name]
-                    _bump(g.root(self.catalog))
+                # Only the commit is retried: the archive is written.
+                _retrying(Tenants._remove_record)(self, name)
             except BaseException:
                 self._declare(rec)
                 raise
             _crashpoint('drop.committed')
             self.backend_for(rec).destroy(rec.settings)
         return rec
+
+    def _remove_record(self, name):
+        with self._catalog(write=True) as (tree, g):
+            if tree.get(name) is None:
+                raise NoSuchTenant(name)
+            del tree[name]
+            _bump(g.root(self.catalog))
 
     def _commit_record(self, rec, new=False):
         with self._catalog(write=True) as (tree, g):
