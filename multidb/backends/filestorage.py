@@ -14,7 +14,6 @@ from ZODB.FileStorage import FileStorage
 from zope.interface import implementer
 
 from multidb.interfaces import IBackend
-from multidb.tenants.archive import copy_range
 from multidb.tenants.archive import fsync_dir
 from multidb.tenants.archive import tmp_name
 
@@ -162,27 +161,12 @@ class FileStorageBackend:
 
     # -- data in and out, in FileStorage format ------------------------------
 
-    def dump_to(self, db, settings, out, progress=None):
-        """Write a consistent copy of the tenant's committed data (a
-        FileStorage file) to the open binary file out; db is the tenant's
-        open database (so that nobody can commit half a transaction into
-        what is copied).  Returns the number of bytes."""
-        storage = db.storage
+    def open_data(self, db, settings):
+        """(file, length) of the consistent committed data; db is the
+        tenant's open database."""
         # FileStorage appends whole transactions and moves _pos past one
         # only once it is on disk (under _lock): everything before _pos is
         # a consistent state, whatever commits meanwhile.
-        with storage._lock:
-            length = storage._pos
-        with open(settings['path'], 'rb') as src:
-            return copy_range(src, out, length, None, progress)
-
-    def size(self, db, settings):
-        with db.storage._lock:
-            return db.storage._pos
-
-    def open_data(self, db, settings):
-        """(file, length) of the consistent committed data, for an archive
-        writer that hashes as it copies."""
         with db.storage._lock:
             length = db.storage._pos
         return open(settings['path'], 'rb'), length
