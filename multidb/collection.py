@@ -7,19 +7,17 @@ import collections
 import inspect
 import logging
 import queue
-import random
 import threading
 import time
 import weakref
 
 import transaction
 import ZODB
-from transaction.interfaces import TransientError
-from ZODB.Connection import Connection as _ZConnection
 from ZODB.DemoStorage import DemoStorage
 from ZODB.MappingStorage import MappingStorage
-from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
+
+from multidb import glue
 
 from multidb.errors import CollectionClosed
 from multidb.errors import DatabaseInUse
@@ -31,6 +29,8 @@ from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
 from multidb.group import ConnectionGroup
 from multidb.interfaces import ICollection
+from multidb.interfaces import ITenants
+from multidb.retry import AttemptWithBackoff
 
 try:
     import resource
@@ -55,6 +55,17 @@ CLOSING = 'closing'
 # so a database on one is never evicted.
 _IN_MEMORY = (MappingStorage, DemoStorage)
 
+
+def _holds_no_files(storage):
+    """A storage that uses no file descriptor (a MappingStorage, or a
+    DemoStorage over such): it does not count against max_open."""
+    if isinstance(storage, MappingStorage):
+        return True
+    if isinstance(storage, DemoStorage):
+        return _holds_no_files(storage.base) and \
+            _holds_no_files(storage.changes)
+    return False
+
 # The keyword arguments of ZODB.DB that the collection sets itself.
 _RESERVED_KWARGS = ('database_name', 'databases')
 # The ones it accepts for the database (the rest would go to the storage).
@@ -76,15 +87,14 @@ def default_max_open():
 
 
 def check_name(name):
-    """The collection's own rule: any non-empty string, as in ZODB.
+    """The collection's own rule: any string, as in ZODB (whose own tests
+    name a database ``''``).
 
     (Tenant names follow a stricter policy, see :mod:`multidb.names`.)
     """
     if not isinstance(name, str):
         raise InvalidName(name, f"a database name must be a str, not"
                                 f" {type(name).__name__}")
-    if not name:
-        raise InvalidName(name, "a database name must not be empty")
 
 
 class _Entry:
@@ -92,9 +102,9 @@ class _Entry:
 
     # Slots: a process may declare 100,000 of these.
     __slots__ = ('name', 'factory', 'db_kwargs', 'db', 'state', 'pins',
-                 'origin', 'evictable', 'owner')
+                 'origin', 'evictable', 'counted', 'owner', 'dynamic')
 
-    def __init__(self, name, factory, db_kwargs, origin=None):
+    def __init__(self, name, factory, db_kwargs, origin=None, dynamic=False):
         self.name = name
         # None when the database was added with a storage object: it
         # cannot be reopened, so it is never evicted.
@@ -109,34 +119,14 @@ class _Entry:
         self.origin = origin
         # Set when opened: can a reopen bring the same data back?
         self.evictable = False
-        # While a tenant is being created, only the creating thread may
-        # open it (its ident); everybody else sees no such database.
+        # Set when opened: does it count against max_open (hold files)?
+        self.counted = True
+        # While a database is declared private (a tenant being created),
+        # only the declaring thread may open it (its ident); everybody
+        # else sees no such database.
         self.owner = None
-
-
-def _connections_in_use(db):
-    """How many connections of db are handed out (popped from a pool and
-    not given back), opened or about to be.
-
-    The pools keep weak references to handed-out connections, so one
-    dropped without being closed stops counting once it is collected.
-    """
-    with db._lock:
-        n = len(db.pool.all) - len(db.pool.available)
-        hist = db.historical_pool
-        for pool in hist.pools.values():
-            n += len(pool.all) - len(pool.available)
-        return n
-
-
-def _pop_pooled(db):
-    """A pooled connection of db, popped under db's lock, or None.
-
-    Once popped it counts as in use (see _connections_in_use), so a caller
-    holding the collection's lock may pop it and open it after releasing.
-    """
-    with db._lock:
-        return db.pool.pop()
+        # Declared at run time (by a resolver), not configured.
+        self.dynamic = dynamic
 
 
 def _abort(tm):
@@ -146,98 +136,6 @@ def _abort(tm):
         tm.abort()
     except Exception:
         log.warning("aborting the transaction failed", exc_info=True)
-
-
-class Connection(_ZConnection):
-    """A ZODB connection that never keeps other databases' connections.
-
-    Plain ZODB closes the secondary connections of a group together with
-    the primary and keeps them attached to it in the primary's pool:
-    pooled connections of ``a`` pin connections (and caches) of ``b``
-    beyond ``b``'s pool size, and break when ``b`` is closed.  Here each
-    member goes back to its own database's pool.
-    """
-
-    def sortKey(self):
-        # The catalog commits last in a two-phase commit (the transaction
-        # finishes resources in sort-key order): a crash between finishing
-        # a tenant and the catalog leaves data without a record, which
-        # repair() deletes, never a record without data.
-        key = super().sortKey()
-        db = self._db
-        coll = db._collection
-        if coll is not None and coll._sort_last == db.database_name:
-            return '\x7f' + key
-        return key
-
-    def tpc_finish(self, transaction):
-        coll = self._db._collection
-        if coll is not None and coll._sort_last == self._db.database_name:
-            # Fault injection for the crash tests: between finishing the
-            # tenants' storages and the catalog's.
-            from multidb.tenants.lifecycle import _crashpoint
-            _crashpoint('catalog.tpc_finish')
-        return super().tpc_finish(transaction)
-
-    def close(self, primary=True):
-        if primary and len(self.connections) > 1:
-            members = [c for c in self.connections.values() if c is not self]
-            # Check every member first, so that a refusal closes nothing.
-            for c in (self, *members):
-                if not c._needs_to_join:
-                    raise ConnectionStateError(
-                        f"cannot close the connection: its connection to"
-                        f" database {c._db.database_name!r} is joined to a"
-                        f" transaction (commit or abort first)")
-            self.connections = {self._db.database_name: self}
-            for c in members:
-                c.connections = {c._db.database_name: c}
-            super().close(primary)
-            for c in members:
-                try:
-                    c.close()
-                except Exception:  # pragma: no cover (checked above)
-                    log.exception("closing the connection %r failed", c)
-            return
-        super().close(primary)
-
-
-class DB(ZODB.DB):
-    """A ``ZODB.DB`` that belongs to a collection.
-
-    ``open()`` keeps working on a database the collection has evicted (it
-    forwards to the reopened one), and ``close()`` removes the name from
-    the collection instead of leaving a dead database in ``databases``.
-    """
-
-    klass = Connection
-    _collection = None
-    _entry = None
-
-    def open(self, transaction_manager=None, at=None, before=None):
-        coll = self._collection
-        if coll is None:
-            # Still inside ZODB.DB.__init__ (its root check), or detached.
-            return ZODB.DB.open(self, transaction_manager, at, before)
-        entry, db = coll._pin_db(self)
-        try:
-            return ZODB.DB.open(db, transaction_manager, at, before)
-        finally:
-            coll._unpin(entry)
-
-    def close(self):
-        coll = self._collection
-        if coll is None:
-            return ZODB.DB.close(self)
-        coll._close_db(self)
-
-    def _returnToPool(self, connection):
-        ZODB.DB._returnToPool(self, connection)
-        coll = self._collection
-        if coll is not None and coll._waiters:
-            # remove() or an opener waits for a connection to come back.
-            with coll._cond:
-                coll._cond.notify_all()
 
 
 class _Databases(collections.abc.MutableMapping):
@@ -294,10 +192,9 @@ class _Transaction:
         try:
             if getattr(tm, 'explicit', False):
                 tm.begin()
-            elif getattr(tm, '_txn', True) is not None:
+            elif glue.has_transaction(tm):
                 # End a leftover transaction: its changes are not ours to
-                # commit.  (transaction's managers keep it in _txn; with
-                # none, there is nothing to end.)  The new transaction
+                # commit.  The new transaction
                 # starts as the first connection opens, as in ZODB's own
                 # DB.transaction(); begin() would make every connection
                 # opened afterwards poll its storage twice.
@@ -358,10 +255,13 @@ class Collection:
         self._closing = 0
         self._closer = None
         self._queue = None
+        self._uncounted = 0  # open databases holding no files
         self._groups = {}   # transaction manager -> weakref to its group
         self._closed = False
-        self._tenants = None
-        self._sort_last = None
+        #: Names of databases whose connections finish last in a two-phase
+        #: commit (see ICollection.commit_last).
+        self.commit_last = set()
+        self._resolver = None
         self.databases = _Databases(self)
 
     # -- mapping -----------------------------------------------------------
@@ -394,8 +294,13 @@ class Collection:
 
     @property
     def open_count(self):
-        """How many databases are open or being opened or closed."""
-        return len(self._open) + self._opening + self._closing
+        """How many databases count against max_open: open, being opened
+        or being closed, except those holding no files (in memory)."""
+        return self._used()
+
+    def _used(self):
+        return (len(self._open) - self._uncounted + self._opening
+                + self._closing)
 
     def __repr__(self):
         state = 'closed' if self._closed else f'{len(self._open)} open'
@@ -404,21 +309,17 @@ class Collection:
 
     # -- declare, add, remove ----------------------------------------------
 
-    def declare(self, name, factory, *, origin=None, _private=False,
-                **db_kwargs):
-        """See :meth:`multidb.interfaces.ICollection.declare`.
-
-        _private: only the calling thread may open the database until
-        ``_publish(name)`` (a tenant being created).
-        """
+    def declare(self, name, factory, *, origin=None, private=False,
+                dynamic=False, **db_kwargs):
+        """See :meth:`multidb.interfaces.ICollection.declare`."""
         check_name(name)
         if not callable(factory):
             raise TypeError(f"the factory of database {name!r} must be a"
                             f" zero-argument callable returning a storage,"
                             f" not {factory!r}")
         entry = _Entry(name, factory, self._check_kwargs(name, db_kwargs),
-                       origin)
-        if _private:
+                       origin, dynamic)
+        if private:
             entry.owner = threading.get_ident()
         with self._cond:
             self._check_not_closed()
@@ -468,14 +369,14 @@ class Collection:
                     self._wait(0.05)
                     continue
                 if entry.state is OPEN:
-                    busy = entry.pins + _connections_in_use(entry.db)
+                    busy = entry.pins + glue.connections_in_use(entry.db)
                     if busy:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise DatabaseInUse(name, busy)
                         self._wait(min(remaining, 0.05))
                         continue
-                    del self._open[name]
+                    self._drop_open(entry)
                 del self._entries[name]
                 db, entry.db, entry.state = entry.db, None, CLOSED
                 if db is not None:
@@ -484,17 +385,20 @@ class Collection:
                 self._cond.notify_all()
                 return
 
-    def _publish(self, name):
-        """A private declaration becomes visible to every thread."""
+    def publish(self, name):
+        """See :meth:`multidb.interfaces.ICollection.publish`."""
         entry = self._entries.get(name)
-        if entry is not None:
-            entry.owner = None
+        if entry is None:
+            raise UnknownDatabase(name)
+        entry.owner = None
 
     def _close_db(self, db):
         # db.close() by application code: the name goes, so it can be
         # reused; a database already evicted or removed is left alone.
-        entry = db._entry
-        if entry.db is db:
+        # (No lock: remove() closes under it, and plain ZODB databases
+        # call back here from their close.)
+        entry = self._entries.get(db.database_name)
+        if entry is not None and entry.db is db:
             self._remove(entry.name, 0, entry)
 
     def _register_external(self, name, db):
@@ -507,8 +411,13 @@ class Collection:
                 raise DuplicateName(name, self._entries[name].origin)
             entry.db = db
             entry.state = OPEN
+            entry.counted = not _holds_no_files(db.storage)
+            glue.adopt(db)
             self._entries[name] = entry
-            self._open[name] = entry
+            self._add_open(entry)
+        # Its close() is plain ZODB's: the name goes with it, as for the
+        # collection's own databases.
+        glue.after_close(db, lambda: self._close_db(db))
 
     def close(self):
         """See :meth:`multidb.interfaces.ICollection.close`."""
@@ -519,6 +428,7 @@ class Collection:
             entries = list(self._entries.values())
             self._entries.clear()
             self._open.clear()
+            self._uncounted = 0
             self._groups.clear()
             self._cond.notify_all()
         for entry in entries:
@@ -537,24 +447,31 @@ class Collection:
     def __exit__(self, *exc_info):
         self.close()
 
-    # -- tenants ------------------------------------------------------------
+    # -- the layer above: a name resolver ------------------------------------
+
+    @property
+    def resolver(self):
+        """See :attr:`multidb.interfaces.ICollection.resolver`."""
+        return self._resolver
+
+    def set_resolver(self, resolver):
+        """See :meth:`multidb.interfaces.ICollection.set_resolver`."""
+        if self._resolver is not None:
+            raise ValueError(f"{self!r} has a resolver already:"
+                             f" {self._resolver!r}")
+        self._resolver = resolver
 
     @property
     def tenants(self):
-        """The tenant lifecycle (``multidb.interfaces.ITenants``); set up
-        by a ``<tenants>`` configuration section or by constructing
+        """The tenant lifecycle (``multidb.interfaces.ITenants``), when
+        the collection's resolver is one: set up by a ``<tenants>``
+        configuration section or by constructing
         ``multidb.Tenants(collection, ...)``."""
-        if self._tenants is None:
+        if not ITenants.providedBy(self._resolver):
             raise NotConfigured(
                 f"{self!r} has no tenants: configure a <tenants> section"
                 f" or make a multidb.Tenants for it")
-        return self._tenants
-
-    def _set_tenants(self, tenants):
-        if self._tenants is not None:
-            raise ValueError(f"{self!r} has tenants already")
-        self._tenants = tenants
-        self._sort_last = tenants.catalog
+        return self._resolver
 
     # -- groups -------------------------------------------------------------
 
@@ -592,12 +509,9 @@ class Collection:
     def run(self, func, *, attempts=3, backoff=0.1, max_backoff=5.0,
             retry_on=(), transaction_manager=None, note=None):
         """See :meth:`multidb.interfaces.ICollection.run`."""
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, not"
-                             f" {attempts!r}")
-        attempt = 0
-        while True:
-            attempt += 1
+        policy = AttemptWithBackoff(attempts, initial=backoff,
+                                    maximum=max_backoff)
+        for attempt in policy:
             group = self.group(transaction_manager)
             tm = group.transaction_manager
             try:
@@ -610,9 +524,11 @@ class Collection:
                     return result
                 except Exception as e:
                     # Asked before the abort, which forgets the data
-                    # managers whose should_retry() may know better.
-                    retry = attempt < attempts and self._transient(
-                        e, tm, group, retry_on)
+                    # managers whose should_retry() may know better
+                    # (transaction's own TransactionManager.run does the
+                    # same).
+                    retry = not policy.last and self._transient(
+                        e, txn, group, retry_on)
                     _abort(tm)
                     if not retry:
                         raise
@@ -623,30 +539,24 @@ class Collection:
                     raise
             finally:
                 group.close()
-            delay = min(max_backoff, backoff * 2 ** (attempt - 1))
-            # Jitter: processes that conflicted must not retry in step.
-            time.sleep(random.uniform(delay / 2, delay))
 
-    def _transient(self, error, tm, group, retry_on):
+    def _transient(self, error, txn, group, retry_on):
         """Is error worth another attempt?  See ICollection.run."""
-        if isinstance(error, (TransientError, *retry_on)):
+        if isinstance(error, tuple(retry_on)):
             return True
-        try:
-            if tm._retryable(type(error), error):   # data managers' say
-                return True
-        except Exception:  # pragma: no cover (a broken should_retry)
-            log.exception("should_retry failed")
+        # TransientError, and what the transaction's data managers say
+        # (their should_retry).
+        if txn.isRetryableError(error):
+            return True
         # RelStorage raises its driver's own exceptions for a lost server
         # connection (psycopg2's OperationalError, InterfaceError), and
         # lists them: ask the storages of the group, then of every open
         # database (the error may come from opening one).
-        storages = [c._db.storage for c in group.connections.values()]
+        storages = [c.db().storage for c in group.connections.values()]
         with self._cond:
             storages.extend(e.db.storage for e in self._open.values())
         for storage in storages:
-            driver = getattr(getattr(storage, '_adapter', None), 'driver',
-                             None)
-            lost = getattr(driver, 'disconnected_exceptions', ())
+            lost = glue.disconnected_exceptions(storage)
             if lost and isinstance(error, lost):
                 return True
         return False
@@ -659,26 +569,25 @@ class Collection:
         if timeout is None:
             timeout = health.DEFAULT_TIMEOUT
         self._check_not_closed()
-        tenants = self._tenants
+        resolver = self._resolver
         if names is not None:
             names = list(names)
             for name in names:
                 # Never declares a name the collection does not know, but
-                # a tenant another process created is known (its record).
+                # one its resolver knows (a tenant another process
+                # created) is known.
                 if name not in self._entries and not (
-                        tenants is not None and tenants.resolve(name)):
+                        resolver is not None and resolver.resolve(name)):
                     raise UnknownDatabase(name)
         else:
-            if all and tenants is not None:
+            if all and resolver is not None:
                 try:
-                    tenants.load()
+                    resolver.declare_all()
                 except Exception:
-                    # The catalog's own line reports it.
-                    log.debug("loading the tenants failed", exc_info=True)
-            declared = tenants._declared if tenants is not None else ()
+                    # The resolver's own database's line reports it.
+                    log.debug("declaring every name failed", exc_info=True)
             names = [name for name, entry in list(self._entries.items())
-                     if entry.owner is None and
-                     (all or name not in declared)]
+                     if entry.owner is None and (all or not entry.dynamic)]
         return health.check_all(self, names, timeout)
 
     # -- opening, pinning, eviction ----------------------------------------
@@ -731,10 +640,9 @@ class Collection:
         return self._acquire_slow(name, pin, may_exceed)
 
     def _acquire_slow(self, name, pin, may_exceed):
-        entry = self._entries.get(name)
-        if entry is None and self._tenants is not None and \
-                self._tenants.resolve(name):
-            pass  # a tenant another process created: now declared
+        resolver = self._resolver
+        if resolver is not None and name not in self._entries:
+            resolver.resolve(name)   # declares it, if it exists
         with self._cond:
             while True:
                 self._check_not_closed()
@@ -757,7 +665,17 @@ class Collection:
                         break
                     continue
                 self._wait(0.05)  # opening or closing elsewhere
-        return self._finish_open(entry, None, pin)
+        try:
+            return self._finish_open(entry, None, pin)
+        except Exception as e:
+            # A dynamic name may have gone elsewhere (another process
+            # dropped the tenant, and its storage with it): the resolver
+            # knows, and the caller gets UnknownDatabase, not the
+            # storage's error.
+            if entry.dynamic and resolver is not None and \
+                    resolver.open_failed(name, e):
+                raise UnknownDatabase(name, "no longer exists") from e
+            raise
 
     def _finish_open(self, entry, storage, pin=False, adding=False):
         # Outside the lock, with entry OPENING and counted in _opening.
@@ -766,7 +684,7 @@ class Collection:
             if made:
                 storage = entry.factory()
             try:
-                db = DB(storage, database_name=entry.name,
+                db = glue.DB(storage, database_name=entry.name,
                         # Not our mapping: ZODB.DB.__init__ refuses a name
                         # already in it, and ours holds every declared name.
                         databases={},
@@ -787,8 +705,9 @@ class Collection:
             raise
         db.databases = self.databases
         entry.evictable = made and not isinstance(storage, _IN_MEMORY)
+        entry.counted = not _holds_no_files(storage)
         db._entry = entry
-        db._collection = self
+        db._owner = self
         with self._cond:
             self._opening -= 1
             self._cond.notify_all()
@@ -799,7 +718,7 @@ class Collection:
                 closed = False
                 entry.db = db
                 entry.state = OPEN
-                self._open[entry.name] = entry
+                self._add_open(entry)
                 if pin:
                     entry.pins += 1
         if closed:
@@ -838,7 +757,7 @@ class Collection:
             if entry is not None and entry.state is OPEN and \
                     entry.owner is None:
                 self._open.move_to_end(name)
-                conn = _pop_pooled(entry.db)
+                conn = glue.pop_pooled(entry.db)
                 if conn is None:
                     entry.pins += 1
                     pinned = entry
@@ -858,6 +777,65 @@ class Collection:
             if self._waiters:
                 self._cond.notify_all()
 
+    def _connection_returned(self, db):
+        # A connection went back to db's pool (glue.DB._returnToPool).
+        # Beyond max_open (a group went over it rather than wait), evict
+        # back down now that something may be idle; and wake whoever waits
+        # for a connection to come back (remove(), an opener).
+        if self._waiters or \
+                len(self._open) - self._uncounted + self._opening \
+                > self.max_open:
+            with self._cond:
+                excess = (len(self._open) - self._uncounted + self._opening
+                          - self.max_open)
+                if excess > 0:
+                    self._evict(excess)
+                self._cond.notify_all()
+
+    def _add_open(self, entry):
+        # With the lock held.
+        self._open[entry.name] = entry
+        if not entry.counted:
+            self._uncounted += 1
+
+    def _drop_open(self, entry):
+        # With the lock held.
+        del self._open[entry.name]
+        if not entry.counted:
+            self._uncounted -= 1
+
+    def wait_idle(self, name, timeout=0):
+        """See :meth:`multidb.interfaces.ICollection.wait_idle`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                entry = self._entries.get(name)
+                if entry is None:
+                    raise UnknownDatabase(name)
+                if entry.state is not OPEN:
+                    return
+                busy = entry.pins + glue.connections_in_use(entry.db)
+                if not busy:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DatabaseInUse(name, busy)
+                self._wait(min(remaining, 0.05))
+
+    def settle(self, timeout=None):
+        """See :meth:`multidb.interfaces.ICollection.settle`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._opening or self._closing:
+                if deadline is None:
+                    self._wait(0.05)
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._wait(min(0.05, remaining))
+            return True
+
     def _make_room(self, name, may_exceed=False):
         """With the lock held: return once one more database may open,
         evicting idle ones; waits up to open_timeout for a slot.
@@ -873,10 +851,10 @@ class Collection:
         deadline = None
         while True:
             self._check_not_closed()
-            used = len(self._open) + self._opening + self._closing
+            used = self._used()
             if used + 1 > self.max_open - self._slack:
                 self._evict(used + 1 - (self.max_open - self._slack))
-                used = len(self._open) + self._opening + self._closing
+                used = self._used()
             if used < self.max_open:
                 return
             if may_exceed:
@@ -896,7 +874,7 @@ class Collection:
         victims = []
         for entry in self._open.values():
             if (entry.evictable and not entry.pins
-                    and not _connections_in_use(entry.db)):
+                    and not glue.connections_in_use(entry.db)):
                 victims.append(entry)
                 if len(victims) >= count:
                     break
@@ -905,7 +883,7 @@ class Collection:
         if self._closer is None:
             self._start_closer()
         for entry in victims:
-            del self._open[entry.name]
+            self._drop_open(entry)
             db, entry.db, entry.state = entry.db, None, CLOSING
             self._closing += 1
             self._queue.put((entry, db))
@@ -949,4 +927,7 @@ class Collection:
 
     @staticmethod
     def _really_close(db):
-        ZODB.DB.close(db)
+        if isinstance(db, glue.DB):
+            db.really_close()
+        else:
+            db.close()   # plain ZODB's: closing twice does nothing

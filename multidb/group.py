@@ -4,23 +4,14 @@ See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
 
-from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
 
 from multidb.errors import GroupClosed
+from multidb.glue import check_not_joined
+from multidb.glue import is_joined
 from multidb.interfaces import IConnectionGroup
 
 log = logging.getLogger(__name__)
-
-
-def _check_not_joined(conn, what):
-    # ZODB.Connection keeps _needs_to_join False exactly while it is
-    # joined to a transaction (it has changes); close() refuses then.
-    if not conn._needs_to_join:
-        raise ConnectionStateError(
-            f"cannot {what}: its connection to database"
-            f" {conn._db.database_name!r} has changes in the current"
-            f" transaction (commit or abort first)")
 
 
 @implementer(IConnectionGroup)
@@ -38,21 +29,23 @@ class ConnectionGroup:
         # group's members and adds new ones here.
         self.connections = {}
         self.closed = False
-        # With tenants, the group checks the catalog at its first use after
-        # each transaction boundary (see Tenants.refresh), as a
-        # synchronizer of its transaction manager.
-        self._tenants = collection._tenants
+        # With a resolver (tenants), the group lets it bring the
+        # collection up to date at the group's first use after each
+        # transaction boundary (INameResolver.refresh), as a synchronizer
+        # of its transaction manager.
+        self._resolver = collection.resolver
         self._stale = False
-        if self._tenants is not None:
+        if self._resolver is not None:
             self._stale = True
             transaction_manager.registerSynch(self)
 
     def get_connection(self, name):
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
-        if self._stale and name != self._tenants.catalog:
-            self._stale = False
-            self._tenants.refresh(self)
+        if self._stale:
+            self._stale = False   # before: refresh() uses the group too
+            if not self._resolver.refresh(self, name):
+                self._stale = True
         conn = self.connections.get(name)
         if conn is not None:
             return conn
@@ -73,10 +66,15 @@ class ConnectionGroup:
         conn = self.connections.get(name)
         if conn is None:
             return
-        _check_not_joined(conn, f"release database {name!r} from the group")
+        check_not_joined(conn, f"release database {name!r} from the group")
         del self.connections[name]
         conn.connections = {name: conn}
         conn.close()
+        # The members that stay must not keep objects that refer to the
+        # released connection's objects: they reload through whichever
+        # connection the group gets next for that database.
+        for other in self.connections.values():
+            other.forget_references(name)
 
     def close(self):
         """See :meth:`multidb.interfaces.IConnectionGroup.close`."""
@@ -84,10 +82,10 @@ class ConnectionGroup:
             return
         members = self.connections
         for conn in members.values():
-            _check_not_joined(conn, "close the group")
+            check_not_joined(conn, "close the group")
         self.closed = True
         self.connections = {}
-        if self._tenants is not None:
+        if self._resolver is not None:
             self.transaction_manager.unregisterSynch(self)
         try:
             for name, conn in members.items():
@@ -105,7 +103,7 @@ class ConnectionGroup:
             self._collection._forget_group(self)
 
     # ISynchronizer, registered with the transaction manager when the
-    # collection has tenants.
+    # collection has a resolver.
 
     def beforeCompletion(self, transaction):
         pass
@@ -121,7 +119,7 @@ class ConnectionGroup:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and any(
-                not c._needs_to_join for c in self.connections.values()):
+                is_joined(c) for c in self.connections.values()):
             self.transaction_manager.abort()
         self.close()
 

@@ -27,7 +27,23 @@ class ICollection(Interface):
 
     max_open = Attribute(
         "The most databases open at once; the least recently used idle "
-        "one is closed (in the background) to make room.")
+        "one is closed (in the background) to make room.  Databases "
+        "holding no files (in-memory storages) do not count.")
+
+    commit_last = Attribute(
+        "A set of database names whose connections finish last in a "
+        "two-phase commit (after every other member of the transaction): "
+        "a catalog whose records must never describe uncommitted data "
+        "goes here.  Changed by the application; read at each commit.")
+
+    resolver = Attribute(
+        "The ``INameResolver`` consulted for names the collection does "
+        "not know, or None.  Set with ``set_resolver``.")
+
+    def set_resolver(resolver):
+        """Install ``resolver`` (an ``INameResolver``); once only (a
+        second one raises ``ValueError``).  The layer above the core
+        (tenants) plugs in here."""
 
     def add(name, storage, **db_kwargs):
         """Open a database now under ``name`` and return the ``ZODB.DB``.
@@ -39,12 +55,32 @@ class ICollection(Interface):
         object (not a factory) cannot be reopened, so it is never evicted.
         """
 
-    def declare(name, factory, **db_kwargs):
+    def declare(name, factory, *, origin=None, private=False,
+                dynamic=False, **db_kwargs):
         """Declare a database to be opened on first use.
 
         ``factory`` is a zero-argument callable returning a storage.
         Nothing is opened.  Raises ``DuplicateName`` for a known name.
+        ``origin`` (say, a file and line) is named by errors about the
+        name.  ``private``: only the calling thread may open the database
+        until ``publish(name)`` (for everybody else it does not exist
+        yet).  ``dynamic``: declared at run time by a resolver, not
+        configured (``health()`` leaves it out unless asked).
         """
+
+    def publish(name):
+        """Make a private declaration visible to every thread."""
+
+    def wait_idle(name, timeout=0):
+        """Wait up to ``timeout`` seconds until no connection of database
+        ``name`` is in use (no group holds it); raise ``DatabaseInUse``
+        if one still is.  Returns at once when the database is not open.
+        Raises ``UnknownDatabase`` for an unknown name."""
+
+    def settle(timeout=None):
+        """Wait until no database is being opened or closed (evicted
+        databases are closed in a background thread); return whether
+        that happened within ``timeout`` seconds (None: no limit)."""
 
     def remove(name, timeout=0):
         """Close the database if open and forget the name.
@@ -135,6 +171,35 @@ class ICollection(Interface):
 
     def __iter__():
         """Iterate over the names, declared and open."""
+
+
+class INameResolver(Interface):
+    """Plugs a name space into a collection (tenants do): names the
+    collection does not know yet, and names that went away elsewhere.
+
+    Installed with ``ICollection.set_resolver``.  The collection calls it
+    without holding any of its locks.
+    """
+
+    def resolve(name):
+        """The collection does not know ``name``: declare it (with
+        ``dynamic=True``) if it exists, and return True; else False."""
+
+    def open_failed(name, error):
+        """Opening the dynamic database ``name`` failed with ``error``:
+        return True when the name no longer exists (the resolver has
+        removed it), and the caller gets ``UnknownDatabase`` instead of
+        ``error``; else False, and ``error`` is raised."""
+
+    def refresh(group, name):
+        """Called at a group's first ``get_connection(name)`` after each
+        transaction boundary, to bring the collection up to date (names
+        removed elsewhere).  Return False to be asked again at the
+        group's next ``get_connection`` (say, when ``name`` is the
+        resolver's own database), True otherwise."""
+
+    def declare_all():
+        """Declare every name the resolver knows (``health(all=True)``)."""
 
 
 class IConnectionGroup(Interface):

@@ -102,13 +102,24 @@ def test_reserved_db_kwargs(coll, key):
     assert 'a' not in coll
 
 
-@pytest.mark.parametrize('name', ['', None, 1, b'a'])
+@pytest.mark.parametrize('name', [None, 1, b'a'])
 def test_bad_names(coll, name):
     with pytest.raises(multidb.InvalidName):
         coll.declare(name, MappingStorage)
     with pytest.raises(multidb.InvalidName):
         coll.add(name, MappingStorage)
     assert len(coll) == 0
+
+
+def test_empty_name_as_in_zodb(coll):
+    # ZODB accepts database_name='' (its pack tests use it).
+    db = coll.add('', MappingStorage())
+    assert db.database_name == ''
+    with coll.transaction() as g:
+        g.root('')['x'] = 1
+    with coll.transaction() as g:
+        assert g.root('')['x'] == 1
+    assert coll[''] is db
 
 
 def test_declare_w_non_callable(coll):

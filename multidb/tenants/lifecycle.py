@@ -35,8 +35,11 @@ from multidb.errors import NoSuchSnapshot
 from multidb.errors import NoSuchTenant
 from multidb.errors import TenantExists
 from multidb.errors import UnknownDatabase
+from multidb.glue import is_joined
+from multidb.interfaces import INameResolver
 from multidb.interfaces import ITenants
 from multidb.names import check_tenant_name
+from multidb.retry import AttemptWithBackoff
 from multidb.tenants import archive as _archive
 from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import Snapshot
@@ -56,6 +59,31 @@ def _crashpoint(step):
     if os.environ.get('MULTIDB_CRASH_AT') == step:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _CrashBeforeCatalogFinish:
+    """A data manager for the kill -9 tests: joined to a transaction that
+    writes the catalog, it kills the process after the tenants' storages
+    finished their commit and before the catalog does (its sort key falls
+    between theirs and the catalog's, see Tenants.__init__)."""
+
+    transaction_manager = None
+
+    def sortKey(self):
+        return '\x7f'
+
+    def tpc_finish(self, txn):
+        _crashpoint('catalog.tpc_finish')
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_vote = tpc_abort = abort
+
+
+def _crash_test_join(tm):
+    if os.environ.get('MULTIDB_CRASH_AT') == 'catalog.tpc_finish':
+        tm.get().join(_CrashBeforeCatalogFinish())
 
 
 def resolve_dotted(name):
@@ -107,13 +135,14 @@ def _retrying(method):
     undoes what it made when it fails, so running it again is safe."""
     @functools.wraps(method)
     def retry(self, *args, **kw):
-        for attempt in range(self.attempts):
+        policy = AttemptWithBackoff(self.attempts, initial=0.01,
+                                    maximum=0.5)
+        for _ in policy:
             try:
                 return method(self, *args, **kw)
             except TransientError:
-                if attempt + 1 >= self.attempts:
+                if policy.last:
                     raise
-                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
     return retry
 
 
@@ -138,7 +167,7 @@ class _Reserved:
                                      name not in t._declared)
 
 
-@implementer(ITenants)
+@implementer(ITenants, INameResolver)
 class Tenants:
     """See ``multidb.interfaces.ITenants``.
 
@@ -177,7 +206,11 @@ class Tenants:
         self._declared = set()   # names this object declared
         self._serial_seen = None  # the catalog serial refresh() last saw
         self._loaded = False
-        collection._set_tenants(self)
+        collection.set_resolver(self)
+        # The catalog finishes last in a two-phase commit: a crash between
+        # finishing a tenant and the catalog leaves data without a record,
+        # which repair() deletes, never a record without data.
+        collection.commit_last.add(catalog)
 
     def __repr__(self):
         return (f"<multidb.Tenants catalog={self.catalog!r}"
@@ -191,9 +224,11 @@ class Tenants:
         the application's transaction is never touched."""
         # Writers take turns: commits of two threads to one bucket of the
         # catalog's tree (different names) raise ConflictError otherwise.
+        tm = transaction.TransactionManager()
         with self._catalog_lock if write else contextlib.nullcontext(), \
-                self.collection.transaction(
-                    transaction.TransactionManager()) as g:
+                self.collection.transaction(tm) as g:
+            if write:
+                _crash_test_join(tm)
             yield _tree(g.root(self.catalog), create=True), g
 
     def _record(self, name):
@@ -224,9 +259,15 @@ class Tenants:
         self._loaded = True
         return len(records)
 
+    # -- INameResolver: how the collection asks about tenants ------------
+
+    def declare_all(self):
+        """See ``INameResolver.declare_all``."""
+        self.load()
+
     def resolve(self, name):
-        """Called by the collection for a name it does not know: declare
-        it if the catalog has it.  True if it did."""
+        """See ``INameResolver.resolve``: declare name if the catalog has
+        it."""
         if name in self._busy or name == self.catalog:
             return False
         try:
@@ -238,36 +279,59 @@ class Tenants:
         self._declare(rec)
         return True
 
-    def refresh(self, group):
-        """Bring the collection up to date with the catalog as group's
-        transaction sees it: tenants dropped (by this or another process)
-        are removed from the collection and from group.  Cheap when
-        nothing came or went: one counter is compared.  Called by groups
-        at their first use after each transaction boundary; tenants
-        created elsewhere are declared on first use of their names."""
+    def open_failed(self, name, error):
+        """See ``INameResolver.open_failed``: a tenant whose storage
+        cannot be opened may have been dropped by another process since
+        this one declared it; the catalog says."""
+        if name in self._busy:
+            return False   # an operation of this process holds it
+        try:
+            rec = self._record(name)
+        except Exception:
+            log.debug("reading the record of %r failed", name,
+                      exc_info=True)
+            return False
+        if rec is not None:
+            return False
+        try:
+            self._undeclare(name, timeout=0)
+        except DatabaseInUse:
+            pass   # another group holds the dead database: refresh() ends it
+        return True
+
+    def refresh(self, group, name):
+        """See ``INameResolver.refresh``: bring the collection up to date
+        with the catalog as group's transaction sees it: tenants dropped
+        (by this or another process) are removed from the collection and
+        from group.  Cheap when nothing came or went: one counter is
+        compared.  Tenants created elsewhere are declared on first use of
+        their names."""
+        if name == self.catalog:
+            return False   # asked again at the group's next use
         root = group.get_connection(self.catalog).root()
         seen = _serial(root)
         if seen == self._serial_seen:
-            return
+            return True
         tree = _tree(root)
         names = set(tree.keys()) if tree is not None else set()
         for name in list(self._declared):
             if name not in names and name not in self._busy:
                 conn = group.connections.get(name)
-                if conn is not None and conn._needs_to_join:
+                if conn is not None and not is_joined(conn):
                     group.release(name)
                 try:
                     self._undeclare(name, timeout=0)
                 except DatabaseInUse:
                     continue   # another group still holds it: next time
         self._serial_seen = seen
+        return True
 
     def _declare(self, rec, private=False):
         if rec.name in self.collection:
             return
         self.collection.declare(
             rec.name, self.backend_for(rec).factory(rec.settings),
-            origin=f'catalog {self.catalog!r}', _private=private,
+            origin=f'catalog {self.catalog!r}', private=private, dynamic=True,
             **self.db_kwargs)
         self._declared.add(rec.name)
 
@@ -352,6 +416,7 @@ class Tenants:
                 tm = transaction.TransactionManager()
                 with self._catalog_lock, \
                         self.collection.transaction(tm) as g:
+                    _crash_test_join(tm)
                     root = g.root(name)       # makes the storage
                     _crashpoint('create.storage-made')
                     if init is not None:
@@ -361,7 +426,7 @@ class Tenants:
                         raise TenantExists(name)
                     tree[name] = rec
                     _bump(g.root(self.catalog))
-                self.collection._publish(name)
+                self.collection.publish(name)
                 _crashpoint('create.committed')
             except BaseException:
                 self._undeclare(name, timeout=0)
@@ -542,17 +607,8 @@ class Tenants:
         return before.id
 
     def _check_idle(self, name):
-        coll = self.collection
-        if name in coll and coll.is_open(name):
-            from multidb.collection import _connections_in_use
-            busy = _connections_in_use(coll[name])
-            if busy:
-                deadline = time.monotonic() + self.in_use_timeout
-                while busy and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    busy = _connections_in_use(coll[name])
-                if busy:
-                    raise DatabaseInUse(name, busy)
+        if name in self.collection:
+            self.collection.wait_idle(name, timeout=self.in_use_timeout)
 
     # -- archives ---------------------------------------------------------
 

@@ -1,0 +1,294 @@
+"""ZODB glue: the one module that touches private members of ZODB, of
+``transaction`` and of RelStorage.
+
+Everything else in multidb uses public APIs only, so a new ZODB release is
+audited here.  What is used, and why:
+
+- ``Connection._needs_to_join``: False exactly while a connection is
+  joined to a transaction (has changes); ZODB's own ``close()`` checks it.
+- ``Connection._cache``: to ghostify the objects that hold cross-database
+  references when a connection leaves its group (see ``Connection``).
+- ``Connection._store_objects``: the writer's loop, to know which object
+  is being stored when the writer resolves a cross-database reference.
+- ``DB._lock``, ``DB.pool``, ``DB.historical_pool``: how many connections
+  are handed out, and popping a pooled one (``DB.open`` would also run a
+  cache GC of every idle connection on the hot path).
+- ``DB._returnToPool``: to wake callers waiting for a connection.
+- ``TransactionManager._txn``: whether a manager has a transaction at all.
+- ``storage._adapter.driver.disconnected_exceptions`` (RelStorage): the
+  driver's exceptions for a lost server connection.
+"""
+import logging
+
+import ZODB
+from ZODB.Connection import Connection as _ZConnection
+from ZODB.POSException import ConnectionStateError
+
+log = logging.getLogger(__name__)
+
+
+def is_joined(conn):
+    """Has conn changes in the current transaction?"""
+    # ZODB keeps _needs_to_join False exactly while the connection is
+    # joined to a transaction; close() refuses then.
+    return not conn._needs_to_join
+
+
+def check_not_joined(conn, what):
+    """Raise ConnectionStateError when conn has uncommitted changes."""
+    if not conn._needs_to_join:
+        raise ConnectionStateError(
+            f"cannot {what}: its connection to database"
+            f" {conn._db.database_name!r} has changes in the current"
+            f" transaction (commit or abort first)")
+
+
+def has_transaction(tm):
+    """Does the transaction manager tm hold a transaction now?
+
+    True when unsure (a manager of another kind): the caller then ends
+    whatever there is."""
+    return getattr(tm, '_txn', True) is not None
+
+
+def disconnected_exceptions(storage):
+    """The exceptions meaning "lost the server" for a RelStorage storage
+    (its driver lists them); () for any other storage."""
+    driver = getattr(getattr(storage, '_adapter', None), 'driver', None)
+    return tuple(getattr(driver, 'disconnected_exceptions', ()) or ())
+
+
+def connections_in_use(db):
+    """How many connections of db are handed out (popped from a pool and
+    not given back), opened or about to be.
+
+    The pools keep weak references to handed-out connections, so one
+    dropped without being closed stops counting once it is collected.
+    """
+    with db._lock:
+        n = len(db.pool.all) - len(db.pool.available)
+        for pool in db.historical_pool.pools.values():
+            n += len(pool.all) - len(pool.available)
+        return n
+
+
+def pop_pooled(db):
+    """A pooled connection of db, popped under db's lock, or None.
+
+    Once popped it counts as in use (see connections_in_use), so a caller
+    may pop it under its own lock and open it after releasing that.
+    """
+    with db._lock:
+        return db.pool.pop()
+
+
+class _Holding:
+    """Wraps the ObjectWriter of Connection._store_objects: tells the
+    connection which object is being stored (see Connection)."""
+
+    __slots__ = ('_conn', '_writer')
+
+    def __init__(self, conn, writer):
+        self._conn = conn
+        self._writer = writer
+
+    def __iter__(self):
+        conn = self._conn
+        for obj in self._writer:
+            conn._xref_holder = obj
+            yield obj
+
+    def serialize(self, obj):
+        return self._writer.serialize(obj)
+
+
+class Connection(_ZConnection):
+    """A ZODB connection that never keeps other databases' connections,
+    and never lets its cache point into a connection it left.
+
+    Plain ZODB closes the secondary connections of a group together with
+    the primary and keeps them attached to it in the primary's pool
+    ("pinned"), so that cached objects of the primary that refer to
+    objects of another database (cross-database references) find the same
+    secondary connection when the primary is reused.  The price: pooled
+    connections of ``a`` pin connections and caches of every database they
+    ever touched, beyond those databases' pool sizes, and break when one
+    of those databases is closed.
+
+    Here each member goes back to its own database's pool alone, and the
+    invariant that pinning kept is kept another way: the connection
+    records which of its objects hold references into which other
+    database, as its reader resolves them (loading state) and as its
+    writer makes them (storing).  When the connection leaves its group
+    (closes), and when another database leaves the group it is in
+    (``forget_references(name)``), exactly those objects are made ghosts,
+    so that they load again through the connections of their next group.
+    The cost is one reload per such object per group, never a walk over
+    the cache.
+    """
+
+    # The object whose state is being loaded or stored; a cross-database
+    # reference resolved meanwhile is held by it.
+    _xref_holder = None
+    # database name -> oids of this connection's objects whose state
+    # refers to objects of that database.
+    _xrefs = None
+
+    # -- recording --------------------------------------------------------
+
+    def setstate(self, obj):
+        outer = self._xref_holder
+        self._xref_holder = obj
+        try:
+            return super().setstate(obj)
+        finally:
+            self._xref_holder = outer
+
+    def _store_objects(self, writer, transaction):
+        outer = self._xref_holder
+        try:
+            return super()._store_objects(_Holding(self, writer), transaction)
+        finally:
+            self._xref_holder = outer
+
+    def get_connection(self, database_name):
+        conn = self.connections.get(database_name)
+        if conn is None:
+            conn = super().get_connection(database_name)
+        holder = self._xref_holder
+        if holder is not None and conn is not self:
+            xrefs = self._xrefs
+            if xrefs is None:
+                xrefs = self._xrefs = {}
+            oids = xrefs.get(database_name)
+            if oids is None:
+                oids = xrefs[database_name] = set()
+            oids.add(holder._p_oid)
+        return conn
+
+    def forget_references(self, database_name=None):
+        """Ghostify this connection's objects that refer to objects of
+        database_name (None: of any other database)."""
+        xrefs = self._xrefs
+        if not xrefs:
+            return
+        if database_name is None:
+            oids = set().union(*xrefs.values())
+            xrefs.clear()
+        else:
+            oids = xrefs.pop(database_name, None)
+            if not oids:
+                return
+        # An object also holding references into a database still in the
+        # group is ghostified too; it reloads through that same member.
+        self._cache.invalidate(list(oids))
+
+    # -- ordering in two-phase commit -------------------------------------
+
+    def sortKey(self):
+        key = super().sortKey()
+        owner = getattr(self._db, '_owner', None)
+        if owner is not None and \
+                self._db.database_name in owner.commit_last:
+            # '\x7f' sorts after the keys of every storage ZODB knows
+            # (file names, addresses, dsns): finished last.
+            return '\x7f' + key
+        return key
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, primary=True):
+        if primary and len(self.connections) > 1:
+            members = [c for c in self.connections.values() if c is not self]
+            # Check every member first, so that a refusal closes nothing.
+            for c in (self, *members):
+                if not c._needs_to_join:
+                    raise ConnectionStateError(
+                        f"cannot close the connection: its connection to"
+                        f" database {c._db.database_name!r} is joined to a"
+                        f" transaction (commit or abort first)")
+            self.connections = {self._db.database_name: self}
+            for c in members:
+                c.connections = {c._db.database_name: c}
+            self._leave()
+            super().close(primary)
+            for c in members:
+                try:
+                    c.close()
+                except Exception:  # pragma: no cover (checked above)
+                    log.exception("closing the connection %r failed", c)
+            return
+        if self._needs_to_join:
+            # (When joined, ZODB's close() below refuses.)
+            self._leave()
+        super().close(primary)
+
+    def _leave(self):
+        # Going back to the pool alone: whatever this connection's cache
+        # refers to in other databases belongs to connections it will not
+        # see again.
+        if self._xrefs:
+            self.forget_references()
+
+
+class DB(ZODB.DB):
+    """A ``ZODB.DB`` that belongs to an owner (a collection).
+
+    ``open()`` keeps working on a database the owner has evicted (it
+    forwards to the reopened one), and ``close()`` removes the name from
+    the owner instead of leaving a dead database in ``databases``.
+
+    The owner provides ``commit_last`` (a container of names),
+    ``_pin_db(db) -> (token, db)``, ``_unpin(token)``, ``_close_db(db)``
+    and ``_connection_returned(db)``.
+    """
+
+    klass = Connection
+    _owner = None
+    _entry = None
+
+    def open(self, transaction_manager=None, at=None, before=None):
+        owner = self._owner
+        if owner is None:
+            # Still inside ZODB.DB.__init__ (its root check), or detached.
+            return ZODB.DB.open(self, transaction_manager, at, before)
+        token, db = owner._pin_db(self)
+        try:
+            return ZODB.DB.open(db, transaction_manager, at, before)
+        finally:
+            owner._unpin(token)
+
+    def close(self):
+        owner = self._owner
+        if owner is None:
+            return ZODB.DB.close(self)
+        owner._close_db(self)
+
+    def really_close(self):
+        """Close the database itself (the owner's part of close())."""
+        ZODB.DB.close(self)
+
+    def _returnToPool(self, connection):
+        ZODB.DB._returnToPool(self, connection)
+        owner = self._owner
+        if owner is not None:
+            owner._connection_returned(self)
+
+
+def after_close(db, callback):
+    """Call callback() after a plain ``ZODB.DB``'s close() (its own
+    close() replaces itself with a no-op, so this runs once)."""
+    close = db.close
+
+    def closing():
+        close()
+        callback()
+    db.close = closing
+
+
+def adopt(db):
+    """Make a plain ``ZODB.DB`` (one built with ``databases=`` a
+    collection's mapping) open connections that keep cross-database
+    references right when they return to their pools alone.  Called as
+    the database registers its name, before it opens any connection."""
+    db.klass = Connection
