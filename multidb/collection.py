@@ -417,7 +417,21 @@ class Collection:
             self._add_open(entry)
         # Its close() is plain ZODB's: the name goes with it, as for the
         # collection's own databases.
-        glue.after_close(db, lambda: self._close_db(db))
+        glue.after_close(db, lambda: self._forget_external(entry))
+
+    def _forget_external(self, entry):
+        # After a plain ZODB.DB closed itself (whatever its connections).
+        # Without the lock when called back from remove() or close(),
+        # which hold it or cleared the entries already.
+        if self._entries.get(entry.name) is not entry:
+            return
+        with self._cond:
+            if self._entries.get(entry.name) is entry:
+                del self._entries[entry.name]
+                if entry.state is OPEN:
+                    self._drop_open(entry)
+                entry.state, entry.db = CLOSED, None
+                self._cond.notify_all()
 
     def close(self):
         """See :meth:`multidb.interfaces.ICollection.close`."""

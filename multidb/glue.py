@@ -10,6 +10,9 @@ audited here.  What is used, and why:
   references when a connection leaves its group (see ``Connection``).
 - ``Connection._store_objects``: the writer's loop, to know which object
   is being stored when the writer resolves a cross-database reference.
+- ``ZODB._compat.PersistentUnpickler``: to list the references of a
+  pickle that holds a persistent weak reference into another database
+  (the writer makes those without asking for a connection).
 - ``DB._lock``, ``DB.pool``, ``DB.historical_pool``: how many connections
   are handed out, and popping a pooled one (``DB.open`` would also run a
   cache GC of every idle connection on the hot path).
@@ -19,8 +22,10 @@ audited here.  What is used, and why:
   driver's exceptions for a lost server connection.
 """
 import logging
+from io import BytesIO
 
 import ZODB
+from ZODB._compat import PersistentUnpickler
 from ZODB.Connection import Connection as _ZConnection
 from ZODB.POSException import ConnectionStateError
 
@@ -82,6 +87,24 @@ def pop_pooled(db):
         return db.pool.pop()
 
 
+# A persistent weak reference is pickled as the persistent id
+# ['w', (oid, database_name)]; its 'w' is written literally at least once,
+# as BINUNICODE (protocol 3, ZODB's) or SHORT_BINUNICODE (4 and later).
+# Only pickles holding it are parsed (ZODB's referencesf does the same).
+_WEAKREF_MARKS = (b'X\x01\x00\x00\x00w', b'\x8c\x01w')
+
+
+def _weakref_databases(pickle):
+    """The databases named by persistent weak references in pickle."""
+    refs = []
+    u = PersistentUnpickler(None, refs.append, BytesIO(pickle))
+    u.noload()
+    u.noload()
+    return {ref[1][1] for ref in refs
+            if isinstance(ref, list) and ref and ref[0] == 'w'
+            and len(ref[1]) > 1}
+
+
 class _Holding:
     """Wraps the ObjectWriter of Connection._store_objects: tells the
     connection which object is being stored (see Connection)."""
@@ -99,7 +122,15 @@ class _Holding:
             yield obj
 
     def serialize(self, obj):
-        return self._writer.serialize(obj)
+        p = self._writer.serialize(obj)
+        # Cross-database references ask the connection for the other
+        # database's (see Connection.get_connection); weak ones do not.
+        if _WEAKREF_MARKS[0] in p or _WEAKREF_MARKS[1] in p:
+            conn = self._conn
+            for name in _weakref_databases(p):
+                if name != conn._db.database_name:
+                    conn._note_xref(name, obj)
+        return p
 
 
 class Connection(_ZConnection):
@@ -157,14 +188,17 @@ class Connection(_ZConnection):
             conn = super().get_connection(database_name)
         holder = self._xref_holder
         if holder is not None and conn is not self:
-            xrefs = self._xrefs
-            if xrefs is None:
-                xrefs = self._xrefs = {}
-            oids = xrefs.get(database_name)
-            if oids is None:
-                oids = xrefs[database_name] = set()
-            oids.add(holder._p_oid)
+            self._note_xref(database_name, holder)
         return conn
+
+    def _note_xref(self, database_name, holder):
+        xrefs = self._xrefs
+        if xrefs is None:
+            xrefs = self._xrefs = {}
+        oids = xrefs.get(database_name)
+        if oids is None:
+            oids = xrefs[database_name] = set()
+        oids.add(holder._p_oid)
 
     def forget_references(self, database_name=None):
         """Ghostify this connection's objects that refer to objects of

@@ -1,4 +1,6 @@
+import logging
 import os
+import time
 
 import pytest
 import ZODB
@@ -243,3 +245,44 @@ def test_default_max_open_follows_fd_limit():
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     n = default_max_open()
     assert n * 4 <= soft and n >= 1
+
+
+# -- in-memory databases hold no files: they do not count ----------------
+
+def test_in_memory_databases_do_not_count_against_max_open(fs_factory):
+    with multidb.Collection(max_open=2, open_timeout=30) as c:
+        for i in range(3):
+            c.add(f'mem{i}', MappingStorage)
+        assert c.open_count == 0
+        c.declare('f0', fs_factory('f0'))
+        c.declare('f1', fs_factory('f1'))
+        t0 = time.monotonic()
+        with c.transaction() as g:
+            g.root('f0')['x'] = 1
+            g.root('f1')['x'] = 1
+            g.root('mem0')['x'] = 1
+        # No wait for a slot that in-memory databases hold (open_timeout
+        # is 30 s: the test would take that long).
+        assert time.monotonic() - t0 < 10
+        assert c.open_count == 2
+        c.remove('mem1')
+        assert c.open_count == 2
+
+
+# -- plain ZODB databases registered in the collection ------------------
+
+def test_plain_zodb_db_closed_frees_its_name(coll, caplog):
+    db = ZODB.DB(MappingStorage(), databases=coll.databases,
+                 database_name='plain')
+    assert 'plain' in coll and coll['plain'] is db
+    with coll.transaction() as g:
+        g.root('plain')['x'] = 1
+    db.close()
+    assert 'plain' not in coll
+    # The name can be used again, and closing the collection logs nothing.
+    storage = MappingStorage()
+    ZODB.DB(storage, databases=coll.databases, database_name='plain')
+    with caplog.at_level(logging.WARNING):
+        coll.close()
+    assert caplog.records == []
+    assert not storage.opened()   # closed by the collection

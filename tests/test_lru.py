@@ -11,9 +11,7 @@ import multidb
 
 def _settle(c):
     # Evicted databases close in the background; wait until they have.
-    deadline = time.monotonic() + 10
-    while c._closing and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert c.settle(10)
 
 
 @pytest.fixture
@@ -145,13 +143,25 @@ def test_in_memory_databases_are_never_evicted(fs_factory):
             assert g.root('mem')['x'] == 1
 
 
-def test_remove_waits_for_background_close(small):
+def test_remove_waits_for_background_close(small, tmp_path):
+    from ZODB.FileStorage import FileStorage
+    # A slow closer (a big index to write): evicted databases stay in the
+    # closing state long enough for remove() to meet them.
+    really_close = small._really_close
+
+    def slow_close(db):
+        time.sleep(0.05)
+        really_close(db)
+    small._really_close = slow_close
     for i in range(10):
         with small.transaction() as g:
             g.root(f'd{i}')['v'] = i
-    # some are still closing: remove and re-add the same files at once
+    assert small.open_count > small.max_open - small._slack   # closing
     for i in range(10):
         small.remove(f'd{i}')
+        # remove() returned: the file is closed and unlocked, so it can
+        # be opened again at once (a LockError if remove did not wait).
+        FileStorage(str(tmp_path / f'd{i}.fs')).close()
     assert len(small) == 0
 
 

@@ -2,6 +2,7 @@
 the example configuration files."""
 import glob
 import json
+import logging
 import os
 import threading
 
@@ -106,6 +107,65 @@ def test_run_backoff_grows_with_jitter(fs_coll, monkeypatch):
     assert len(slept) == 4
     for got, cap in zip(slept, [0.1, 0.2, 0.3, 0.3]):
         assert cap / 2 <= got <= cap
+
+
+class _Unlucky(Exception):
+    pass
+
+
+class _KnowsBetter:
+    """A data manager whose should_retry() calls _Unlucky transient, as
+    transaction's ISavepointDataManager may (transaction asks it through
+    Transaction.isRetryableError)."""
+
+    transaction_manager = None
+
+    def should_retry(self, error):
+        return isinstance(error, _Unlucky)
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_vote = tpc_finish = tpc_abort = abort
+
+    def sortKey(self):
+        return 'knows-better'
+
+
+@pytest.mark.parametrize('thread_manager', [False, True])
+def test_run_asks_data_managers_should_retry(fs_coll, thread_manager,
+                                             caplog):
+    tm = transaction.manager if thread_manager else \
+        transaction.TransactionManager()
+    calls = []
+
+    def flaky(group):
+        calls.append(1)
+        group.root('a')['x'] = len(calls)
+        tm.get().join(_KnowsBetter())
+        if len(calls) < 3:
+            raise _Unlucky
+        return 'done'
+    with caplog.at_level(logging.DEBUG, logger='multidb'):
+        assert fs_coll.run(flaky, attempts=3, backoff=0,
+                           transaction_manager=tm) == 'done'
+    assert len(calls) == 3
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize('thread_manager', [False, True])
+def test_run_other_error_logs_nothing(fs_coll, thread_manager, caplog):
+    # It used to log an AttributeError (a private member of transaction's
+    # managers that ThreadTransactionManager lacks) for every such error.
+    tm = transaction.manager if thread_manager else \
+        transaction.TransactionManager()
+
+    def broken(group):
+        raise ValueError('bad input')
+    with caplog.at_level(logging.DEBUG, logger='multidb'):
+        with pytest.raises(ValueError, match='bad input'):
+            fs_coll.run(broken, transaction_manager=tm)
+    assert caplog.records == []
 
 
 def test_run_with_note_and_manager(fs_coll):

@@ -54,6 +54,10 @@ def test_hammer(fs_factory):
     [t.join() for t in threads]
     assert errors == []
     assert commits[0] > 50
+    # Groups may go beyond max_open rather than wait for each other; the
+    # collection evicts back down as their connections come back, and
+    # closes what it evicted in the background.
+    assert c.settle(10)
     assert c.open_count <= 4
     # Every remaining database still opens and works.
     for n in list(c):
