@@ -330,7 +330,7 @@ def demo(args: argparse.Namespace) -> int:
     from persistent.mapping import PersistentMapping
     from ZODB.FileStorage import FileStorage
 
-    from multidb import Collection
+    from multidb.collection import Collection
 
     os.makedirs(args.dir, exist_ok=True)
     paths = {name: os.path.join(args.dir, f'{name}.fs')

@@ -326,3 +326,20 @@ def adopt(db):
     references right when they return to their pools alone.  Called as
     the database registers its name, before it opens any connection."""
     db.klass = Connection
+
+
+def last_transaction(conn):
+    """The id of the last transaction conn's view of its storage has
+    (``Connection._storage``: RelStorage's per-connection view, polled at
+    the connection's transaction start)."""
+    return conn._storage.lastTransaction()
+
+
+def filestorage_committed_length(storage):
+    """How many bytes of a FileStorage's file hold committed transactions.
+
+    FileStorage appends whole transactions and moves ``_pos`` past one only
+    once it is written (under ``_lock``): everything before it is a
+    consistent state, whatever commits meanwhile."""
+    with storage._lock:
+        return storage._pos

@@ -12,6 +12,8 @@ import transaction
 from persistent.TimeStamp import TimeStamp
 from ZODB.utils import z64
 
+from multidb import glue
+
 #: The default ``timeout`` of a health check, in seconds: a little more
 #: than the default ``zeo-wait-timeout`` (5 s), so that a ZEO client
 #: waiting for its server reports ZEO's own error rather than a timeout.
@@ -77,7 +79,7 @@ def check(collection, name: str) -> DatabaseHealth:
             if callable(ping):
                 ping()
             latency = time.monotonic() - start
-            last = conn._storage.lastTransaction()
+            last = glue.last_transaction(conn)
         finally:
             try:
                 tm.abort()

@@ -13,6 +13,7 @@ import string
 from ZODB.FileStorage import FileStorage
 from zope.interface import implementer
 
+from multidb import glue
 from multidb.interfaces import IBackend
 from multidb.tenants.archive import fsync_dir
 from multidb.tenants.archive import tmp_name
@@ -164,11 +165,7 @@ class FileStorageBackend:
     def open_data(self, db, settings):
         """(file, length) of the consistent committed data; db is the
         tenant's open database."""
-        # FileStorage appends whole transactions and moves _pos past one
-        # only once it is on disk (under _lock): everything before _pos is
-        # a consistent state, whatever commits meanwhile.
-        with db.storage._lock:
-            length = db.storage._pos
+        length = glue.filestorage_committed_length(db.storage)
         return open(settings['path'], 'rb'), length
 
     def load(self, settings, fs_path, progress=None):
