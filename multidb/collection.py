@@ -755,8 +755,10 @@ class Collection:
         entry = self._acquire(entry.name, pin=True)
         return entry, entry.db
 
-    def _open_connection(self, name, transaction_manager, may_exceed):
-        """Open a connection of name's database for a group.
+    def _open_connection(self, name, transaction_manager, may_exceed,
+                         connections):
+        """Open a connection of name's database as a member of a group
+        (whose members share the mapping connections; it is added there).
 
         The hot path: one trip through the collection's lock, which looks
         the database up, marks it used and pops a pooled connection; a
@@ -775,15 +777,38 @@ class Collection:
                 if conn is None:
                     entry.pins += 1
                     pinned = entry
-        if conn is not None:
-            conn.open(transaction_manager)
-            return conn
-        if pinned is None:
-            pinned = self._acquire(name, pin=True, may_exceed=may_exceed)
+        if conn is None:
+            if pinned is None:
+                pinned = self._acquire(name, pin=True, may_exceed=may_exceed)
+            try:
+                conn = glue.take_connection(pinned.db)
+            finally:
+                self._unpin(pinned)
+            entry = pinned
         try:
-            return ZODB.DB.open(pinned.db, transaction_manager)
-        finally:
-            self._unpin(pinned)
+            return glue.open_into(conn, transaction_manager, connections)
+        except Exception as e:
+            # A pooled connection polls its storage as it opens: a tenant
+            # dropped by another process fails here (see _acquire_slow).
+            resolver = self._resolver
+            if entry.dynamic and resolver is not None and \
+                    resolver.open_failed(name, e):
+                raise UnknownDatabase(name, "no longer exists") from e
+            raise
+
+    def _reclaim(self, conn):
+        """For glue: take conn out of its database's pool if it is idle
+        there and its database is still the open one of its name."""
+        db = conn.db()
+        with self._cond:
+            entry = self._entries.get(db.database_name)
+            if entry is None or entry.state is not OPEN or \
+                    entry.db is not db or entry.owner is not None:
+                return False
+            if not glue.pop_specific(db, conn):
+                return False
+            self._open.move_to_end(entry.name)
+            return True
 
     def _unpin(self, entry):
         with self._cond:

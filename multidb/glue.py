@@ -22,6 +22,7 @@ audited here.  What is used, and why:
   driver's exceptions for a lost server connection.
 """
 import logging
+import weakref
 from io import BytesIO
 
 import ZODB
@@ -133,9 +134,15 @@ class _Holding:
         return p
 
 
+#: How many other databases' connections a connection leaving its group
+#: may find again at its next open (see Connection): bounds what an open
+#: costs, whatever the connection's cache refers to.
+REUNITE_LIMIT = 4
+
+
 class Connection(_ZConnection):
     """A ZODB connection that never keeps other databases' connections,
-    and never lets its cache point into a connection it left.
+    and never lets its cache point into a connection it cannot use.
 
     Plain ZODB closes the secondary connections of a group together with
     the primary and keeps them attached to it in the primary's pool
@@ -147,15 +154,19 @@ class Connection(_ZConnection):
     of those databases is closed.
 
     Here each member goes back to its own database's pool alone, and the
-    invariant that pinning kept is kept another way: the connection
+    invariant that pinning kept is kept another way.  The connection
     records which of its objects hold references into which other
     database, as its reader resolves them (loading state) and as its
-    writer makes them (storing).  When the connection leaves its group
-    (closes), and when another database leaves the group it is in
-    (``forget_references(name)``), exactly those objects are made ghosts,
-    so that they load again through the connections of their next group.
-    The cost is one reload per such object per group, never a walk over
-    the cache.
+    writer makes them (storing).  When it leaves its group it remembers,
+    weakly, the connections those references point into (its partners, at
+    most ``REUNITE_LIMIT``).  At its next open, a partner that is idle in
+    its own pool is taken back into the new group (as plain ZODB would
+    have), so the cache stays valid; the objects referring into any other
+    database are ghosts from then on, and load again through the
+    connections of the new group.  A partner is never held while idle:
+    its database stays evictable, and its pool stays its own.  When a
+    database leaves a group (``ConnectionGroup.release``), the members
+    that stay ghostify their objects referring into it.
     """
 
     # The object whose state is being loaded or stored; a cross-database
@@ -164,6 +175,9 @@ class Connection(_ZConnection):
     # database name -> oids of this connection's objects whose state
     # refers to objects of that database.
     _xrefs = None
+    # database name -> weak reference to the connection of that database
+    # that this connection's references point into (set on close).
+    _partners = None
 
     # -- recording --------------------------------------------------------
 
@@ -185,7 +199,14 @@ class Connection(_ZConnection):
     def get_connection(self, database_name):
         conn = self.connections.get(database_name)
         if conn is None:
-            conn = super().get_connection(database_name)
+            if self.before is None:
+                # Into this connection's unit (its group), as ZODB does,
+                # but as one member: see open_member.
+                conn = open_member(self._db.databases[database_name],
+                                   self.transaction_manager,
+                                   self.connections)
+            else:
+                conn = super().get_connection(database_name)
         holder = self._xref_holder
         if holder is not None and conn is not self:
             self._note_xref(database_name, holder)
@@ -199,6 +220,11 @@ class Connection(_ZConnection):
         if oids is None:
             oids = xrefs[database_name] = set()
         oids.add(holder._p_oid)
+
+    def refers_to(self, database_name):
+        """Do objects of this connection refer to objects of
+        database_name (as far as loading and storing them showed)?"""
+        return bool(self._xrefs and self._xrefs.get(database_name))
 
     def forget_references(self, database_name=None):
         """Ghostify this connection's objects that refer to objects of
@@ -229,40 +255,166 @@ class Connection(_ZConnection):
             return '\x7f' + key
         return key
 
-    # -- closing ----------------------------------------------------------
+    # -- opening: finding the partners again ------------------------------
+
+    def open(self, transaction_manager=None, delegate=True):
+        # Never ZODB's delegation: this connection has no attached
+        # secondaries of its own; its connections mapping may be its
+        # group's (see Collection._open_connection), whose members are
+        # open already.
+        super().open(transaction_manager, False)
+        partners = self._partners
+        if partners:
+            self._partners = None
+            self._reunite(partners)
+
+    def _reunite(self, partners):
+        connections = self.connections
+        for name, ref in partners.items():
+            partner = ref()
+            current = connections.get(name)
+            if current is not None and current is partner:
+                continue
+            if current is None and partner is not None and \
+                    _reclaim(partner):
+                try:
+                    open_into(partner, self.transaction_manager,
+                              connections)
+                    continue
+                except Exception:
+                    # (A server gone, say.)  The new group reaches the
+                    # database later, through its own means.
+                    log.warning("reopening the connection to %r failed",
+                                name, exc_info=True)
+            self.forget_references(name)
+
+    # -- closing ------------------------------------------------------------
 
     def close(self, primary=True):
         if primary and len(self.connections) > 1:
-            members = [c for c in self.connections.values() if c is not self]
             # Check every member first, so that a refusal closes nothing.
-            for c in (self, *members):
+            for c in self.connections.values():
                 if not c._needs_to_join:
                     raise ConnectionStateError(
                         f"cannot close the connection: its connection to"
                         f" database {c._db.database_name!r} is joined to a"
                         f" transaction (commit or abort first)")
-            self.connections = {self._db.database_name: self}
-            for c in members:
-                c.connections = {c._db.database_name: c}
-            self._leave()
-            super().close(primary)
-            for c in members:
-                try:
-                    c.close()
-                except Exception:  # pragma: no cover (checked above)
-                    log.exception("closing the connection %r failed", c)
+            close_unit(self.connections, first=self)
             return
         if self._needs_to_join:
             # (When joined, ZODB's close() below refuses.)
-            self._leave()
+            self._leave(self.connections if primary else {})
         super().close(primary)
 
-    def _leave(self):
-        # Going back to the pool alone: whatever this connection's cache
-        # refers to in other databases belongs to connections it will not
-        # see again.
-        if self._xrefs:
-            self.forget_references()
+    def _leave(self, unit):
+        # Going back to the pool alone.  What the cache refers to in other
+        # databases belongs to the connections of unit: remember them, to
+        # be found again at the next open if they are idle then; forget
+        # (ghostify) what refers to any other connection.
+        xrefs = self._xrefs
+        partners = None
+        if xrefs:
+            for name in list(xrefs):
+                partner = unit.get(name)
+                if partner is not None and partner is not self and \
+                        partner.before is None and \
+                        (partners is None or len(partners) < REUNITE_LIMIT):
+                    if partners is None:
+                        partners = {}
+                    partners[name] = weakref.ref(partner)
+                else:
+                    self.forget_references(name)
+        self._partners = partners
+
+
+def close_unit(connections, first=None):
+    """Close the connections of one group (sharing the mapping
+    connections, none joined to a transaction), each into its own
+    database's pool; first (a member) first."""
+    members = list(connections.items())
+    if first is not None:
+        members.sort(key=lambda item: item[1] is not first)
+    for name, conn in members:
+        conn._leave(connections)
+    for name, conn in members:
+        # Detached first, so that each member goes back to its own
+        # database's pool alone (plain ZODB would keep the others attached
+        # to the first one closed).
+        conn.connections = {name: conn}
+    # The group (if any) lists none of them any more: plain ZODB code that
+    # closes one member closes the group's connections, not just some.
+    connections.clear()
+    for name, conn in members:
+        try:
+            _ZConnection.close(conn)
+        except Exception:
+            log.exception("closing the connection to %r failed", name)
+
+
+def take_connection(db):
+    """A connection of db taken from its pool, or a new one (as ZODB's
+    DB.open makes it), not opened yet; it counts as in use."""
+    with db._lock:
+        conn = db.pool.pop()
+        if conn is None:
+            db.pool.push(db.klass(db, db._cache_size, None,
+                                  db._cache_size_bytes))
+            conn = db.pool.pop()
+        return conn
+
+
+def open_into(conn, transaction_manager, connections):
+    """Open conn (taken from its pool) as a member of the group whose
+    members share the mapping connections.  On failure conn goes back to
+    its pool and the mapping is as it was."""
+    name = conn._db.database_name
+    connections[name] = conn
+    conn.connections = connections
+    try:
+        conn.open(transaction_manager)
+    except BaseException:
+        if connections.get(name) is conn:
+            del connections[name]
+        conn.connections = {name: conn}
+        conn.transaction_manager = None
+        conn._db._returnToPool(conn)
+        raise
+    return conn
+
+
+def open_member(db, transaction_manager, connections):
+    """A connection of db, opened as a member of the group whose members
+    share the mapping connections (plain ZODB's get_connection, for a
+    database of a collection or adopted by one)."""
+    owner = getattr(db, '_owner', None)
+    if owner is not None:
+        # The caller holds connections already: may go beyond max_open.
+        return owner._open_connection(db.database_name, transaction_manager,
+                                      True, connections)
+    return open_into(take_connection(db), transaction_manager, connections)
+
+
+def _reclaim(conn):
+    """Take conn out of its database's pool, if it is idle there: True if
+    it was (it then counts as in use).  Through the database's owner when
+    it has one, which checks that the database is still the open one."""
+    db = conn._db
+    owner = getattr(db, '_owner', None)
+    if owner is not None:
+        return owner._reclaim(conn)
+    return pop_specific(db, conn)
+
+
+def pop_specific(db, conn):
+    """Pop conn from db's pool of available connections; False if it is
+    not there (in use, discarded, or the database closed)."""
+    with db._lock:
+        available = db.pool.available
+        for i, (_, c) in enumerate(available):
+            if c is conn:
+                del available[i]
+                return True
+    return False
 
 
 class DB(ZODB.DB):

@@ -4,10 +4,12 @@ See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
 
+from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
 
 from multidb.errors import GroupClosed
 from multidb.glue import check_not_joined
+from multidb.glue import close_unit
 from multidb.glue import is_joined
 from multidb.interfaces import IConnectionGroup
 
@@ -51,10 +53,12 @@ class ConnectionGroup:
             return conn
         if self.closed:
             raise GroupClosed(self)
+        # Added to self.connections, which it shares with the other
+        # members (so plain ZODB's get_connection on any member finds
+        # them), with the partners it brings back (see glue.Connection).
         conn = self._collection._open_connection(
-            name, self.transaction_manager, bool(self.connections))
-        conn.connections = self.connections
-        self.connections[name] = conn
+            name, self.transaction_manager, bool(self.connections),
+            self.connections)
         return conn
 
     def root(self, name):
@@ -67,6 +71,17 @@ class ConnectionGroup:
         if conn is None:
             return
         check_not_joined(conn, f"release database {name!r} from the group")
+        # The members that stay ghostify their objects referring into the
+        # released database (below): refused when one of them has changes
+        # it would lose.
+        for other, member in self.connections.items():
+            if other != name and is_joined(member) and \
+                    member.refers_to(name):
+                raise ConnectionStateError(
+                    f"cannot release database {name!r} from the group: the"
+                    f" group's connection to database {other!r} has"
+                    f" changes in the current transaction and objects"
+                    f" referring to {name!r} (commit or abort first)")
         del self.connections[name]
         conn.connections = {name: conn}
         conn.close()
@@ -88,16 +103,8 @@ class ConnectionGroup:
         if self._resolver is not None:
             self.transaction_manager.unregisterSynch(self)
         try:
-            for name, conn in members.items():
-                # Detached first, so that each member goes back to its own
-                # database's pool alone (plain ZODB would keep the others
-                # attached to the first one closed).
-                conn.connections = {name: conn}
-                try:
-                    conn.close()
-                except Exception:
-                    log.exception("closing the connection to %r failed",
-                                  name)
+            # Each member goes back to its own database's pool alone.
+            close_unit(members)
         finally:
             members.clear()
             self._collection._forget_group(self)

@@ -320,17 +320,67 @@ def test_counter_through_reference_adds_up(two_dbs):
 
 def test_tests_fail_without_the_fix(two_dbs, monkeypatch):
     # Without ghostifying, the pooled connection of one keeps y, whose z
-    # belongs to a connection of two that went back to its pool: the
-    # write fails (ZODB: 'NoneType' object has no attribute 'get').
+    # belongs to the connection of two that another group now holds: the
+    # write joins that group's transaction, and is lost with its abort.
     monkeypatch.setattr(glue.Connection, 'forget_references',
                         lambda self, name=None: None)
     c = two_dbs
     with c.transaction() as g:
         g.root('one')['y'].z.note
-    with pytest.raises(AttributeError):
-        with c.transaction() as g:
-            g.root('one')['y'].z.note = 'lost'
+    other_tm = transaction.TransactionManager()
+    other = c.group(other_tm)
+    other.root('two')
+    with c.transaction() as g:
+        z = g.root('one')['y'].z
+        z.note = 'lost'
+        assert z._p_jar is other.connections['two']
+    other_tm.abort()
+    other.close()
     assert note_of(c) is None
+
+
+def test_partner_found_again_keeps_the_cache(two_dbs):
+    # One thread, one transaction after another: the connection of two
+    # that y's z belongs to is idle in its pool when one's connection
+    # opens again, so it comes back into the group and y stays loaded.
+    c = two_dbs
+    with c.transaction() as g:
+        y = g.root('one')['y']
+        y.z.note
+    with c.transaction() as g:
+        assert g.root('one')['y'] is y
+        assert 'two' in g.connections      # came back with one
+        assert y._p_changed is False       # loaded, not a ghost
+        y.z.note = 'I'
+    assert note_of(c) == 'I'
+
+
+def test_partners_are_bounded_and_not_held(tmp_path):
+    # A connection whose objects refer into many databases finds at most
+    # REUNITE_LIMIT of them again; the others' objects are ghosts, and no
+    # partner is held while the connection is idle in its pool.
+    c = multidb.Collection()
+    names = ['one'] + [f't{i}' for i in range(10)]
+    for name in names:
+        c.declare(name, functools.partial(FileStorage,
+                                          str(tmp_path / f'{name}.fs')))
+    try:
+        with c.transaction() as g:
+            root = g.root('one')
+            for name in names[1:]:
+                root[name] = Z()
+                g.get_connection(name).add(root[name])
+        # Every tenant database's connection is idle in its own pool.
+        for name in names[1:]:
+            assert glue.connections_in_use(c[name]) == 0
+        with c.transaction() as g:
+            g.root('one')
+            assert len(g.connections) == 1 + glue.REUNITE_LIMIT
+            for name in names[1:]:
+                assert g.root('one')[name]._p_jar is \
+                    g.get_connection(name)
+    finally:
+        c.close()
 
 
 def test_members_record_only_cross_references(two_dbs):

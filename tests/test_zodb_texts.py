@@ -606,13 +606,10 @@ def _committed_one_one():
     return coll
 
 
-@pytest.mark.xfail(reason="multidb defect: ConnectionGroup.release(name)"
-                   " checks only the released member for changes, then"
-                   " ghostifies the other members' objects holding"
-                   " references into name (forget_references) even when"
-                   " they have uncommitted changes: the changes are lost"
-                   " and the commit succeeds without them")
 def test_release_keeps_uncommitted_changes_of_members_that_stay():
+    # (Found by this file: release() used to ghostify the other members'
+    # objects referring into the released database, changed or not, and
+    # the commit then went through without the changes.)
     coll = _committed_one_one()
     try:
         tm = transaction.TransactionManager()
@@ -620,40 +617,33 @@ def test_release_keeps_uncommitted_changes_of_members_that_stay():
         x = g.root('1')['x']
         x.z                      # x refers to '2': recorded
         x.n = 1                  # an uncommitted change in member '1'
-        try:
+        with pytest.raises(ConnectionStateError, match="'1' has changes"):
             g.release('2')       # member '2' itself has no changes
-        except ConnectionStateError:
-            refused = True       # refusing is a fix too
-        else:
-            refused = False
+        assert '2' in g.connections and x.n == 1
         tm.commit()
+        g.release('2')           # nothing to lose now
+        assert '2' not in g.connections
         g.close()
         with coll.transaction() as g:
-            assert g.root('1')['x'].n == 1 or refused
+            assert g.root('1')['x'].n == 1
     finally:
         coll.close()
 
 
-@pytest.mark.xfail(reason="multidb defect: glue.Connection.close() on a"
-                   " group's member (plain ZODB's conn.close(), as"
-                   " test_connection_management_doesnt_get_caching_wrong"
-                   " does) sends every member back to its pool but the"
-                   " group keeps listing them: the group hands out closed"
-                   " connections, and another group gets the same one")
 def test_member_closed_directly_leaves_the_group():
+    # (Found by this file: plain ZODB's conn.close() on a member sent every
+    # member back to its pool, but the group kept listing them.)
     coll = _committed_one_one()
     try:
         tm = transaction.TransactionManager()
         g = coll.group(tm)
         c1 = g.get_connection('1')
         g.get_connection('2')
-        try:
-            c1.close()
-        except ConnectionStateError:
-            return               # refusing is a fix too
+        c1.close()
+        assert g.connections == {}
         other = coll.group(transaction.TransactionManager())
         d1 = other.get_connection('1')
-        assert d1 is not g.connections.get('1')
+        assert d1 is not g.get_connection('1')
         other.close()
         g.close()
     finally:

@@ -21,6 +21,13 @@ figures can be copied into ``docs/performance.rst``:
     and accesses per second, beside raw ZODB's open-read-close of the same
     databases.  Each side runs in its own subprocess, so that each has its
     own peak RSS.
+(x) A transaction that writes through a cross-database reference: the
+    root of ``one`` holds ``y``, ``y.z`` is an object of ``two``; each
+    transaction does ``root['y'].z.count += 1`` and commits.  Raw ZODB:
+    ``db.open()`` of ``one`` (its pooled connection keeps ``two``'s pinned,
+    ``y`` stays cached); multidb: a group, and plain ``db.open()`` on the
+    collection's database (as Zope does), where ``y`` is ghostified when
+    its connection leaves the group and loads again.
 (7) Defect 7 of issue 2: the cost of a one-database transaction in a
     long-lived group that has touched N databases, for raw ZODB, multidb,
     and multidb after ``group.release()`` of the members the transaction
@@ -58,6 +65,7 @@ HERE = os.path.abspath(__file__)
 
 # The targets of issue 2.
 TARGET_A = 1.05     # multidb / raw ZODB
+TARGET_X = 1.10     # cross-database write, multidb / raw ZODB (issue 8)
 TARGET_B = 1.10     # 10,000 declared / 1 declared
 TARGET_RSS_MB = 300
 TARGET_FDS = 1100
@@ -485,6 +493,71 @@ def bench_c(args):
     return rows
 
 
+# -- (x) -----------------------------------------------------------------
+
+class Z(__import__('persistent').Persistent):
+    count = 0
+
+
+def _xref_data(databases, tm):
+    conn = databases['one'].open(tm)
+    root = conn.root()
+    y = root['y'] = __import__('persistent.mapping').mapping.PersistentMapping()
+    y.z = Z()
+    conn.get_connection('two').add(y.z)
+    tm.commit()
+    conn.close()
+
+
+def xref_raw_txn(db, tm):
+    conn = db.open(tm)
+    conn.root()['y'].z.count += 1
+    tm.commit()
+    conn.close()
+
+
+def xref_group_txn(coll, tm):
+    group = coll.group(tm)
+    group.root('one')['y'].z.count += 1
+    tm.commit()
+    group.close()
+
+
+def bench_x(args, kind):
+    rows = []
+    with tempfile.TemporaryDirectory(prefix='multidb-bench-x-') as tmp:
+        raw = raw_databases(kind, tmp, ['one', 'two'])
+        coll = collection(kind, tmp, ['one', 'two'])
+        tm_raw = transaction.TransactionManager()
+        tm_m = transaction.TransactionManager()
+        tm_p = transaction.TransactionManager()
+        try:
+            _xref_data(raw, tm_raw)
+            _xref_data(coll, tm_m)
+            times = measure({
+                'raw': functools.partial(xref_raw_txn, raw['one'], tm_raw),
+                'group': functools.partial(xref_group_txn, coll, tm_m),
+                'plain': functools.partial(xref_raw_txn, coll['one'], tm_p),
+            }, args.rounds, args.batch)
+            assert coll['one'].open(tm_m).root()['y'].z.count > 0
+            tm_m.abort()
+        finally:
+            coll.close()
+            close_raw(raw)
+    r, g, p = (med(times[k]) for k in ('raw', 'group', 'plain'))
+    rows.append(['FileStorage' if kind == 'file' else 'MappingStorage',
+                 ms(r), ms(g), f"{g / r:.3f}", verdict(g / r <= TARGET_X),
+                 ms(p), f"{p / r:.3f}"])
+    return rows
+
+
+def table_x(args, rows):
+    table(f"(x) write through a cross-database reference, commit"
+          f" (ms per transaction, median of {args.rounds} rounds)",
+          ['storage', 'raw ZODB', 'multidb group', 'ratio',
+           f'<= {TARGET_X}', 'multidb db.open()', 'ratio'], rows)
+
+
 # -- defect 7 ------------------------------------------------------------
 
 def bench_7(args):
@@ -565,8 +638,9 @@ def parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true',
                    help='a smoke run of a few seconds (small sizes)')
-    p.add_argument('--only', default='a,b,c,7',
-                   help='the benchmarks to run, of a,b,c,7 (default: all)')
+    p.add_argument('--only', default='a,x,b,c,7',
+                   help='the benchmarks to run, of a,x,b,c,7 (default:'
+                        ' all)')
     p.add_argument('--rounds', type=int, default=15,
                    help='rounds of (a) and (7) (default: 15)')
     p.add_argument('--batch', type=float, default=0.1,
@@ -633,6 +707,12 @@ def main(argv=None) -> int:
     if 'a' in only:
         for kind in args.storages.split(','):
             out[f'a-{kind}'] = bench_a(args, kind)
+    if 'x' in only:
+        rows = []
+        for kind in args.storages.split(','):
+            rows += bench_x(args, kind)
+        table_x(args, rows)
+        out['x'] = rows
     if 'b' in only:
         out['b'] = bench_b(args)
     if 'c' in only:
