@@ -50,6 +50,7 @@ import doctest
 import importlib
 import io
 import os
+import tempfile
 import unittest
 from typing import NamedTuple
 
@@ -709,6 +710,12 @@ def glue_klass(monkeypatch):
     Records the class of every connection made."""
     monkeypatch.setattr(_db_module.DB, 'klass', glue.Connection)
     monkeypatch.setattr(ZODB.Connection, 'Connection', glue.Connection)
+    # ZODB's tests point tempfile.tempdir at folders of their own, and
+    # some leave it there (SetstateErrorLoggingTests): later tests of this
+    # run (the PostgreSQL cluster's initdb) would make files in a removed
+    # folder, or one only root may enter.
+    monkeypatch.setattr(tempfile, 'tempdir', tempfile.tempdir)
+    monkeypatch.chdir(os.getcwd())
     made = []
     init = glue.Connection.__init__
 
