@@ -22,6 +22,7 @@ from multidb.errors import GroupExists
 from multidb.errors import InvalidName
 from multidb.errors import MultiDBError
 from multidb.errors import TooManyOpen
+from multidb.errors import FileLimitReached
 from multidb.errors import UnknownDatabase
 from multidb.errors import TenantExists
 from multidb.errors import NoSuchTenant
@@ -50,5 +51,6 @@ __all__ = [
     'InvalidName',
     'MultiDBError',
     'TooManyOpen',
+    'FileLimitReached',
     'UnknownDatabase',
 ]

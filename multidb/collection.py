@@ -4,6 +4,8 @@ See :class:`multidb.interfaces.ICollection`.
 """
 import atexit
 import collections
+import errno
+import gc
 import inspect
 import logging
 import queue
@@ -22,6 +24,7 @@ from multidb import glue
 from multidb.errors import CollectionClosed
 from multidb.errors import DatabaseInUse
 from multidb.errors import DuplicateName
+from multidb.errors import FileLimitReached
 from multidb.errors import GroupExists
 from multidb.errors import InvalidName
 from multidb.errors import NotConfigured
@@ -696,7 +699,7 @@ class Collection:
         try:
             made = entry.factory is not None
             if made:
-                storage = entry.factory()
+                storage = self._make_storage(entry)
             try:
                 db = glue.DB(storage, database_name=entry.name,
                         # Not our mapping: ZODB.DB.__init__ refuses a name
@@ -739,6 +742,36 @@ class Collection:
             self._really_close(db)
             raise CollectionClosed(self)
         return entry
+
+    def _make_storage(self, entry):
+        # Outside the lock.  Out of file descriptors (other files of the
+        # process, a limit lowered after max_open was set): close an idle
+        # database and try once more, then say what is wrong.
+        for attempt in (1, 2):
+            try:
+                return entry.factory()
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+            # A factory that failed half-way holds descriptors until its
+            # garbage is collected (FileStorage keeps its lock file).
+            gc.collect()
+            if attempt == 2 or not self._shed_one():
+                break
+        raise FileLimitReached(entry.name, self.open_count, self.max_open)
+
+    def _shed_one(self):
+        """Close one idle database now (waiting for the closer); True if
+        one was closed."""
+        with self._cond:
+            before = len(self._open)
+            self._evict(1)
+            if len(self._open) == before:
+                return False
+            deadline = time.monotonic() + self.open_timeout
+            while self._closing and time.monotonic() < deadline:
+                self._wait(0.05)
+            return True
 
     def _pin_db(self, db):
         """For DB.open(): pin db, or the reopened database of its name
@@ -880,12 +913,14 @@ class Collection:
         evicting idle ones; waits up to open_timeout for a slot.
 
         A caller that holds connections already (a group with members,
-        plain ZODB's get_connection on a member) never waits: groups that
-        each hold some databases and wait for one more would wait for each
-        other for ever.  It opens beyond max_open instead, and the
-        collection evicts back down as databases fall idle.  Callers that
-        hold nothing wait, so the excess stays bounded by the groups in
-        flight.
+        plain ZODB's get_connection on a member) never waits for a
+        database to fall idle: groups that each hold some databases and
+        wait for one more would wait for each other for ever.  It waits
+        only for evicted databases to finish closing (which needs no
+        group), and opens beyond max_open when every open database is in
+        use; the collection evicts back down as databases fall idle.
+        Callers that hold nothing wait, so the excess stays bounded by the
+        groups in flight.
         """
         deadline = None
         while True:
@@ -896,14 +931,14 @@ class Collection:
                 used = self._used()
             if used < self.max_open:
                 return
-            if may_exceed:
-                log.debug("opening %r beyond max_open=%d: every open"
-                          " database is in use", name, self.max_open)
-                return
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.open_timeout
-            elif now >= deadline:
+            if may_exceed and (not self._closing or now >= deadline):
+                log.debug("opening %r beyond max_open=%d: every open"
+                          " database is in use", name, self.max_open)
+                return
+            if now >= deadline:
                 raise TooManyOpen(name, self.max_open, self.open_timeout)
             self._wait(min(0.05, deadline - now))
 

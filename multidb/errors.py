@@ -6,9 +6,11 @@ inherits the built-in exception it means, so code written for plain ZODB
 for an unknown one) keeps catching what it caught before.  Each error keeps
 the offending input as an attribute.
 """
+import errno
 
 __all__ = [
     'MultiDBError',
+    'FileLimitReached',
     'InvalidName',
     'DuplicateName',
     'UnknownDatabase',
@@ -126,6 +128,27 @@ class TooManyOpen(MultiDBError, RuntimeError):
         super().__init__(
             f"cannot open database {name!r}: all {max_open} open databases"
             f" (max_open) stayed in use for {timeout} s")
+
+
+class FileLimitReached(MultiDBError, OSError):
+    """Raised when a database cannot open because the process is out of
+    file descriptors, and no idle database could be closed to free some:
+    the limit (``ulimit -n``) is too low for ``max_open`` and whatever
+    else the process has open."""
+
+    def __init__(self, name, open_count, max_open):
+        self.name = name
+        self.open_count = open_count
+        self.max_open = max_open
+        super().__init__(
+            errno.EMFILE,
+            f"cannot open database {name!r}: the process is out of file"
+            f" descriptors with {open_count} databases open"
+            f" (max_open={max_open}); raise the limit (ulimit -n) or lower"
+            f" max_open")
+
+    def __str__(self):
+        return self.args[1]
 
 
 class TenantExists(MultiDBError, ValueError):
