@@ -23,6 +23,7 @@ from multidb.errors import InvalidName
 from multidb.errors import MultiDBError
 from multidb.errors import TooManyOpen
 from multidb.errors import FileLimitReached
+from multidb.errors import DatabaseLocked
 from multidb.errors import UnknownDatabase
 from multidb.errors import TenantExists
 from multidb.errors import NoSuchTenant
@@ -52,5 +53,6 @@ __all__ = [
     'MultiDBError',
     'TooManyOpen',
     'FileLimitReached',
+    'DatabaseLocked',
     'UnknownDatabase',
 ]

@@ -14,6 +14,7 @@ import time
 import weakref
 
 import transaction
+import zc.lockfile
 import ZODB
 from ZODB.DemoStorage import DemoStorage
 from ZODB.MappingStorage import MappingStorage
@@ -23,6 +24,7 @@ from multidb import glue
 
 from multidb.errors import CollectionClosed
 from multidb.errors import DatabaseInUse
+from multidb.errors import DatabaseLocked
 from multidb.errors import DuplicateName
 from multidb.errors import FileLimitReached
 from multidb.errors import GroupExists
@@ -750,6 +752,9 @@ class Collection:
         for attempt in (1, 2):
             try:
                 return entry.factory()
+            except zc.lockfile.LockError as e:
+                # FileStorage serves one process at a time.
+                raise DatabaseLocked(entry.name, str(e)) from None
             except OSError as e:
                 if e.errno not in (errno.EMFILE, errno.ENFILE):
                     raise

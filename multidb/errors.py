@@ -11,6 +11,7 @@ import errno
 __all__ = [
     'MultiDBError',
     'FileLimitReached',
+    'DatabaseLocked',
     'InvalidName',
     'DuplicateName',
     'UnknownDatabase',
@@ -128,6 +129,21 @@ class TooManyOpen(MultiDBError, RuntimeError):
         super().__init__(
             f"cannot open database {name!r}: all {max_open} open databases"
             f" (max_open) stayed in use for {timeout} s")
+
+
+class DatabaseLocked(MultiDBError, RuntimeError):
+    """Raised when a database cannot open because another process holds
+    its storage (a FileStorage's lock file): one process at a time may
+    use a FileStorage; processes that share a database reach it through a
+    ZEO server or keep it on PostgreSQL (RelStorage)."""
+
+    def __init__(self, name, detail):
+        self.name = name
+        self.detail = detail
+        super().__init__(
+            f"database {name!r} is in use by another process ({detail}):"
+            f" a FileStorage serves one process; to share it, serve it"
+            f" with ZEO or keep it on PostgreSQL (RelStorage)")
 
 
 class FileLimitReached(MultiDBError, OSError):

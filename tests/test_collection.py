@@ -1,3 +1,4 @@
+import functools
 import logging
 import os
 import time
@@ -5,6 +6,7 @@ import time
 import pytest
 import ZODB
 from persistent.mapping import PersistentMapping
+from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 from zope.interface.verify import verifyObject
 
@@ -286,3 +288,28 @@ def test_plain_zodb_db_closed_frees_its_name(coll, caplog):
         coll.close()
     assert caplog.records == []
     assert not storage.opened()   # closed by the collection
+
+
+def test_storage_locked_by_another_process(coll, tmp_path):
+    # A FileStorage serves one process: a second one gets an error naming
+    # the database and saying how to share it.
+    import subprocess
+    import sys
+    path = str(tmp_path / 'catalog.fs')
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys; from ZODB.FileStorage import FileStorage;'
+         f' s = FileStorage({path!r}); print("ready", flush=True);'
+         ' sys.stdin.read()'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'ready\n'
+        coll.declare('catalog', functools.partial(FileStorage, path))
+        with pytest.raises(multidb.DatabaseLocked,
+                           match="'catalog' is in use by another process"
+                                 ".*ZEO"):
+            coll['catalog']
+        assert not coll.is_open('catalog')
+    finally:
+        holder.communicate('')
+    assert coll['catalog'] is not None   # free again: opens
