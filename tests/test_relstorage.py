@@ -4,6 +4,7 @@ import functools
 import os
 import uuid
 
+import psycopg2
 import pytest
 import transaction
 from ZODB.FileStorage import FileStorage
@@ -224,3 +225,178 @@ def test_dropped_elsewhere_seen_at_next_boundary(tenants, postgres, pg_db,
         assert 'bravo' in t2
     finally:
         other.close()
+
+
+# -- tenants dropped by another process ---------------------------------
+# ``tenants`` plays process A; a second collection on the same catalog
+# plays process B.
+
+def _second(postgres, pg_db, backend, **kw):
+    other = multidb.Collection(**kw)
+    other.declare('catalog', _rs_factory(postgres, pg_db))
+    return other, multidb.Tenants(other, catalog='catalog', backend=backend)
+
+
+def _get_in_new_transaction(coll, *names):
+    """Open names in that order in a new group and transaction."""
+    with coll.transaction() as g:
+        for name in names:
+            g.get_connection(name)
+
+
+@pytest.mark.parametrize('state', ['declared', 'evicted'])
+def test_dropped_elsewhere_before_it_opens(tenants, postgres, pg_db,
+                                           backend, state):
+    # B knows x but has it closed, and its transaction has read the
+    # catalog (listing x) already; A drops x (record, then database); B
+    # opens x.  The open fails in RelStorage with psycopg2's
+    # OperationalError ("database ... does not exist"): B re-reads the
+    # catalog (Tenants.open_failed) and raises UnknownDatabase instead.
+    tenants.create('x')
+    tenants.create('y')
+    other, t2 = _second(postgres, pg_db, backend,
+                        max_open=2 if state == 'evicted' else None)
+    try:
+        if state == 'declared':
+            assert t2.load() == 2            # declared, nothing opened
+        else:
+            _set(other, 'x', v=1)
+            assert _root(other, 'y') == {}   # max_open=2: evicts x
+            assert other.settle(30)
+        assert 'x' in other and not other.is_open('x')
+        tm = transaction.TransactionManager()
+        g = other.group(tm)
+        try:
+            tm.begin()
+            assert g.root('y') == {}         # the catalog lists x here
+            tenants.drop('x')
+            with pytest.raises(multidb.UnknownDatabase) as exc:
+                g.get_connection('x')
+            assert isinstance(exc.value.__cause__, psycopg2.OperationalError)
+            assert exc.value.name == 'x'
+            assert 'x' not in other and 'x' not in g.connections
+            assert g.root('y') == {}         # the transaction goes on
+        finally:
+            tm.abort()
+            g.close()
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, 'x')
+        assert 'x' not in other and 'x' not in t2
+        assert _root(other, 'y') == {}
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize('order', [('x',), ('y', 'x')])
+def test_open_tenant_dropped_elsewhere_between_transactions(
+        tenants, postgres, pg_db, backend, order):
+    # B has x open, a connection in its pool (whose PostgreSQL session
+    # the drop's DROP DATABASE ... WITH (FORCE) ends).  B's next
+    # transaction reads the catalog first: x is gone, never empty.
+    tenants.create('x', init=lambda root: root.update(v=1))
+    tenants.create('y')
+    other, _ = _second(postgres, pg_db, backend)
+    try:
+        assert _root(other, 'x') == {'v': 1}
+        assert other.is_open('x')
+        tenants.drop('x')
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, *order)
+        assert 'x' not in other
+        assert _root(other, 'y') == {}
+        tenants.create('x')                  # a new tenant of that name
+        assert _root(other, 'x') == {}
+    finally:
+        other.close()
+
+
+def test_open_tenant_dropped_elsewhere_between_refresh_and_open(
+        tenants, postgres, pg_db, backend):
+    # As above, but B's transaction read the catalog (listing x) before A
+    # dropped x: B's pooled connection to x fails as it polls, and goes
+    # back to its pool; B re-reads the catalog (Tenants.open_failed).
+    tenants.create('x')
+    tenants.create('y')
+    other, _ = _second(postgres, pg_db, backend)
+    tm = transaction.TransactionManager()
+    g = other.group(tm)
+    try:
+        assert _root(other, 'x') == {}
+        assert other.is_open('x')
+        tm.begin()
+        assert g.root('y') == {}
+        tenants.drop('x')
+        with pytest.raises(multidb.UnknownDatabase) as exc:
+            g.get_connection('x')
+        assert isinstance(exc.value.__cause__, psycopg2.OperationalError)
+        assert 'x' not in other and 'x' not in g.connections
+        assert g.root('y') == {}
+    finally:
+        tm.abort()
+        g.close()
+    try:
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, 'x')
+        assert _root(other, 'y') == {}
+    finally:
+        other.close()
+
+
+def test_tenant_dropped_elsewhere_while_a_group_holds_it(
+        tenants, postgres, pg_db, backend):
+    # B's group g1 is in a transaction on x when A drops x.  Another
+    # group of B asking for x gets UnknownDatabase at once (x cannot
+    # leave B's collection while g1 holds it), and x leaves at the first
+    # transaction of B after g1 let go of it.
+    tenants.create('x', init=lambda root: root.update(v=1))
+    tenants.create('y')
+    other, _ = _second(postgres, pg_db, backend)
+    tm1 = transaction.TransactionManager()
+    g1 = other.group(tm1)
+    try:
+        tm1.begin()
+        assert g1.root('x') == {'v': 1}
+        tenants.drop('x')
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, 'x')
+        _get_in_new_transaction(other, 'y')    # g1 holds x still
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, 'x')
+        g1.release('x')      # see the next test for g1's own boundary
+        tm1.abort()
+        _get_in_new_transaction(other, 'y')
+        assert 'x' not in other
+        with pytest.raises(multidb.UnknownDatabase):
+            _get_in_new_transaction(other, 'y', 'x')
+        assert _root(other, 'y') == {}
+    finally:
+        tm1.abort()
+        g1.close()
+        other.close()
+
+
+@pytest.mark.xfail(strict=True, raises=psycopg2.OperationalError, reason=(
+    "ZODB's Connection.afterCompletion and newTransaction poll every member"
+    " of the group at a transaction boundary: the member of a dropped"
+    " tenant raises the driver's error there, before the group can ask"
+    " the resolver (at its next get_connection)"))
+def test_group_holding_a_tenant_dropped_elsewhere_next_transaction(
+        tenants, postgres, pg_db, backend):
+    tenants.create('x')
+    other, _ = _second(postgres, pg_db, backend)
+    tm1 = transaction.TransactionManager()
+    g1 = other.group(tm1)
+    try:
+        tm1.begin()
+        assert g1.root('x') == {}
+        tenants.drop('x')
+        tm1.abort()
+        tm1.begin()
+        with pytest.raises(multidb.UnknownDatabase):
+            g1.get_connection('x')
+    finally:
+        try:
+            tm1.abort()
+        finally:
+            g1.close()
+            other.close()

@@ -305,7 +305,13 @@ class Tenants:
         (by this or another process) are removed from the collection and
         from group.  Cheap when nothing came or went: one counter is
         compared.  Tenants created elsewhere are declared on first use of
-        their names."""
+        their names.
+
+        A dropped tenant that another group still holds stays declared
+        until a later refresh finds it idle (the counter is not marked
+        seen meanwhile); the group asking for it by name gets
+        ``UnknownDatabase`` at once, never a connection to a database
+        that is gone."""
         if name == self.catalog:
             return False   # asked again at the group's next use
         root = group.get_connection(self.catalog).root()
@@ -314,16 +320,25 @@ class Tenants:
             return True
         tree = _tree(root)
         names = set(tree.keys()) if tree is not None else set()
-        for name in list(self._declared):
-            if name not in names and name not in self._busy:
-                conn = group.connections.get(name)
+        settled = True
+        held = False
+        for gone in list(self._declared):
+            if gone not in names and gone not in self._busy:
+                conn = group.connections.get(gone)
                 if conn is not None and not is_joined(conn):
-                    group.release(name)
+                    group.release(gone)
                 try:
-                    self._undeclare(name, timeout=0)
+                    self._undeclare(gone, timeout=0)
                 except DatabaseInUse:
-                    continue   # another group still holds it: next time
-        self._serial_seen = seen
+                    # Another group still holds it: again at the next
+                    # refresh, whatever the counter says then.
+                    settled = False
+                    held = held or gone == name
+        if settled:
+            self._serial_seen = seen
+        if held:
+            raise UnknownDatabase(name, "no longer exists (dropped; a"
+                                  " group still holds its connections)")
         return True
 
     def _declare(self, rec, private=False):
