@@ -87,21 +87,19 @@ def test_out_of_descriptors_is_a_clear_error(tmp_path):
 def test_one_thread_reads_100_tenants_under_ulimit_64(tmp_path):
     # As above, with tenants: every group also holds the catalog.
     out = _run(tmp_path, '''
-        c = multidb.Collection()
-        c.declare('catalog', functools.partial(FileStorage,
-                                               f'{folder}/catalog.fs'))
-        t = multidb.Tenants(c, catalog='catalog',
-                            backend=multidb.FileStorageBackend(
-                                folder + '/tenants/{name}.fs'))
+        def collection():
+            c = multidb.Collection()
+            c.declare('catalog', functools.partial(FileStorage,
+                                                   f'{folder}/catalog.fs'))
+            t = multidb.Tenants(c, catalog='catalog',
+                                backend=multidb.FileStorageBackend(
+                                    folder + '/tenants/{name}.fs'))
+            return c, t
+        c, t = collection()
         for i in range(100):
             t.create(f't{i}')
         c.close()
-        c = multidb.Collection()
-        c.declare('catalog', functools.partial(FileStorage,
-                                               f'{folder}/catalog.fs'))
-        t = multidb.Tenants(c, catalog='catalog',
-                            backend=multidb.FileStorageBackend(
-                                folder + '/tenants/{name}.fs'))
+        c, t = collection()
         peak = peak_fds = 0
         for i in range(100):
             with c.transaction() as g:
