@@ -671,6 +671,10 @@ def parser():
                         ' 0.02; listing 1,000 fds is not free)')
     p.add_argument('--n7', type=parse_ints, default=[1, 100, 1000],
                    help='group sizes of defect 7 (default: 1,100,1000)')
+    p.add_argument('--runs', type=int, default=1,
+                   help='repeat (a) and (x) this many times and print the'
+                        ' median and min-max of their ratios over the'
+                        ' runs (default: 1)')
     p.add_argument('--seed', type=int, default=2)
     p.add_argument('--json', metavar='FILE',
                    help='also write the tables to FILE as JSON')
@@ -704,15 +708,34 @@ def main(argv=None) -> int:
           f" ZODB {_version('ZODB')}, {os.cpu_count()} CPUs,"
           f" {time.strftime('%Y-%m-%d %H:%M')}")
     out = {}
-    if 'a' in only:
-        for kind in args.storages.split(','):
-            out[f'a-{kind}'] = bench_a(args, kind)
-    if 'x' in only:
-        rows = []
-        for kind in args.storages.split(','):
-            rows += bench_x(args, kind)
-        table_x(args, rows)
-        out['x'] = rows
+    runs = {}
+    for run in range(args.runs):
+        if 'a' in only:
+            for kind in args.storages.split(','):
+                rows = out[f'a-{kind}'] = bench_a(args, kind)
+                for row in rows:
+                    # k: multidb / raw, multidb / own pools
+                    runs.setdefault(('a', kind, row[0], 'multidb/raw'),
+                                    []).append(float(row[3]))
+                    runs.setdefault(('a', kind, row[0], 'multidb/own pools'),
+                                    []).append(float(row[9]))
+        if 'x' in only:
+            rows = []
+            for kind in args.storages.split(','):
+                rows += bench_x(args, kind)
+            table_x(args, rows)
+            out['x'] = rows
+            for row in rows:
+                runs.setdefault(('x', row[0], '', 'group/raw'),
+                                []).append(float(row[3]))
+                runs.setdefault(('x', row[0], '', 'db.open()/raw'),
+                                []).append(float(row[6]))
+    if args.runs > 1 and runs:
+        table(f"ratios over {args.runs} runs: median (min-max)",
+              ['benchmark', 'storage', 'k', 'ratio', 'median', 'min-max'],
+              [[b, kind, k, what, f"{med(v):.3f}",
+                f"{min(v):.3f}-{max(v):.3f}"]
+               for (b, kind, k, what), v in runs.items()])
     if 'b' in only:
         out['b'] = bench_b(args)
     if 'c' in only:
