@@ -834,6 +834,16 @@ class Collection:
                 raise UnknownDatabase(name, "no longer exists") from e
             raise
 
+    def _member_failed(self, conn, error):
+        """For glue: conn's storage failed at a transaction boundary; is
+        its database gone (a dynamic one its resolver no longer knows)?"""
+        db = conn.db()
+        entry = self._entries.get(db.database_name)
+        resolver = self._resolver
+        return (entry is not None and entry.dynamic and entry.db is db and
+                resolver is not None and
+                resolver.open_failed(db.database_name, error))
+
     def _reclaim(self, conn):
         """For glue: take conn out of its database's pool if it is idle
         there and its database is still the open one of its name."""

@@ -255,6 +255,26 @@ class Connection(_ZConnection):
             return '\x7f' + key
         return key
 
+    # -- a database gone elsewhere ----------------------------------------
+
+    def newTransaction(self, transaction, sync=True):
+        try:
+            super().newTransaction(transaction, sync)
+        except Exception as e:
+            # At a transaction boundary (transaction given: not open()'s
+            # own call, whose failure the opener reports) every member
+            # polls its storage; a database dropped by another process
+            # (a tenant) fails there with its driver's error, before the
+            # group can tell anybody.  Its owner asks the layer above:
+            # when the database is gone, there is nothing to poll, and
+            # the group drops the member at its next use.
+            owner = getattr(self._db, '_owner', None)
+            if transaction is None or owner is None or \
+                    not owner._member_failed(self, e):
+                raise
+            log.info("database %r is gone: not polled",
+                     self._db.database_name)
+
     # -- opening: finding the partners again ------------------------------
 
     def open(self, transaction_manager=None, delegate=True):
