@@ -20,6 +20,9 @@ audited here.  What is used, and why:
 - ``TransactionManager._txn``: whether a manager has a transaction at all.
 - ``storage._adapter.driver.disconnected_exceptions`` (RelStorage): the
   driver's exceptions for a lost server connection.
+- ``FileStorage._pos``, ``_lock``, ``_is_read_only``, ``_save_index``: the
+  committed length of a FileStorage file, and skipping the rewrite of an
+  index that is current when a database that wrote nothing closes.
 """
 import logging
 import weakref
@@ -472,7 +475,7 @@ class DB(ZODB.DB):
 
     def really_close(self):
         """Close the database itself (the owner's part of close())."""
-        ZODB.DB.close(self)
+        close_database(self)
 
     def _returnToPool(self, connection):
         ZODB.DB._returnToPool(self, connection)
@@ -515,3 +518,34 @@ def filestorage_committed_length(storage):
     consistent state, whatever commits meanwhile."""
     with storage._lock:
         return storage._pos
+
+
+def close_database(db):
+    """Close a ZODB database whose connections are idle.
+
+    A FileStorage rewrites its whole index file on close, which costs in
+    proportion to its objects, even when nothing was written since it
+    opened (an evicted database that was only read).  When the index file
+    already describes the data up to its end (the position it starts with
+    equals ``FileStorage._pos``), that rewrite is skipped."""
+    storage = db.storage
+    if _index_is_current(storage):
+        storage._save_index = _no_index_save
+    ZODB.DB.close(db)
+
+
+def _no_index_save():
+    pass
+
+
+def _index_is_current(storage):
+    from ZODB.FileStorage import FileStorage
+    if not isinstance(storage, FileStorage) or storage._is_read_only:
+        return False
+    try:
+        with open(storage.__name__ + '.index', 'rb') as f:
+            # fsIndex.save pickles the position first, then the index.
+            pos = PersistentUnpickler(None, None, f).load()
+    except Exception:
+        return False
+    return isinstance(pos, int) and pos == storage._pos

@@ -1,9 +1,11 @@
+import functools
 import threading
 import time
 
 import pytest
 import transaction
 from persistent.mapping import PersistentMapping
+from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
 import multidb
@@ -175,3 +177,38 @@ def test_close_drains_the_closer(fs_factory, tmp_path):
     c.close()
     for i in range(5):  # every file closed and unlocked
         FileStorage(str(tmp_path / f'd{i}.fs')).close()
+
+
+def test_evicting_a_database_that_wrote_nothing_keeps_its_index(small,
+                                                                 tmp_path):
+    # Closing a FileStorage rewrites its index file; an evicted database
+    # that was only read has a current index already: not rewritten.
+    index = tmp_path / 'd0.fs.index'
+    with small.transaction() as g:
+        g.root('d0')['v'] = 1
+    small.remove('d0')                       # closed: index written
+    small.declare('d0', functools.partial(FileStorage,
+                                          str(tmp_path / 'd0.fs')))
+    before = index.stat()
+    with small.transaction() as g:
+        assert g.root('d0')['v'] == 1        # read only
+    small.remove('d0')
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == \
+        (before.st_ino, before.st_mtime_ns)
+    # A database that wrote gets its index rewritten, and it is right.
+    small.declare('d0', functools.partial(FileStorage,
+                                          str(tmp_path / 'd0.fs')))
+    with small.transaction() as g:
+        g.root('d0')['v'] = 2
+    small.remove('d0')
+    assert index.stat().st_ino != after.st_ino
+    fs = FileStorage(str(tmp_path / 'd0.fs'), read_only=True)
+    try:
+        import ZODB
+        db = ZODB.DB(fs)
+        with db.transaction() as conn:
+            assert conn.root()['v'] == 2
+        db.close()
+    finally:
+        fs.close()
