@@ -4,6 +4,7 @@ See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
 
+from transaction.interfaces import ISynchronizer
 from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
 
@@ -16,7 +17,7 @@ from multidb.interfaces import IConnectionGroup
 log = logging.getLogger(__name__)
 
 
-@implementer(IConnectionGroup)
+@implementer(IConnectionGroup, ISynchronizer)
 class ConnectionGroup:
     """See :class:`multidb.interfaces.IConnectionGroup`.
 
