@@ -709,30 +709,33 @@ def main(argv=None) -> int:
           f" {time.strftime('%Y-%m-%d %H:%M')}")
     out = {}
     runs = {}
+
+    def keep(key, value):
+        runs.setdefault(key, []).append(float(value))
     for run in range(args.runs):
         if 'a' in only:
             for kind in args.storages.split(','):
-                rows = out[f'a-{kind}'] = bench_a(args, kind)
-                for row in rows:
-                    # k: multidb / raw, multidb / own pools
-                    runs.setdefault(('a', kind, row[0], 'multidb/raw'),
-                                    []).append(float(row[3]))
-                    runs.setdefault(('a', kind, row[0], 'multidb/own pools'),
-                                    []).append(float(row[9]))
+                out[f'a-{kind}'] = bench_a(args, kind)
+                for row in out[f'a-{kind}']:
+                    keep(('a', kind, row[0], 'multidb/raw'), row[3])
+                    keep(('a', kind, row[0], 'multidb/own pools'), row[9])
         if 'x' in only:
-            rows = []
+            out['x'] = []
             for kind in args.storages.split(','):
-                rows += bench_x(args, kind)
-            table_x(args, rows)
-            out['x'] = rows
-            for row in rows:
-                runs.setdefault(('x', row[0], '', 'group/raw'),
-                                []).append(float(row[3]))
-                runs.setdefault(('x', row[0], '', 'db.open()/raw'),
-                                []).append(float(row[6]))
+                out['x'] += bench_x(args, kind)
+            table_x(args, out['x'])
+            for row in out['x']:
+                keep(('x', row[0], '', 'group/raw'), row[3])
+                keep(('x', row[0], '', 'db.open()/raw'), row[6])
+        if '7' in only:
+            out['7'] = bench_7(args)
+            for row in out['7']:
+                keep(('7', 'file', row[0], 'multidb/raw'), row[3])
+                keep(('7', 'file', row[0], 'released/raw'), row[5])
     if args.runs > 1 and runs:
         table(f"ratios over {args.runs} runs: median (min-max)",
-              ['benchmark', 'storage', 'k', 'ratio', 'median', 'min-max'],
+              ['benchmark', 'storage', 'k or N', 'ratio', 'median',
+               'min-max'],
               [[b, kind, k, what, f"{med(v):.3f}",
                 f"{min(v):.3f}-{max(v):.3f}"]
                for (b, kind, k, what), v in runs.items()])
@@ -740,8 +743,6 @@ def main(argv=None) -> int:
         out['b'] = bench_b(args)
     if 'c' in only:
         out['c'] = bench_c(args)
-    if '7' in only:
-        out['7'] = bench_7(args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(out, f, indent=1)
