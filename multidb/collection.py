@@ -143,6 +143,15 @@ def _abort(tm):
         log.warning("aborting the transaction failed", exc_info=True)
 
 
+def _current(tm):
+    # The manager's transaction, or None (an explicit manager whose
+    # begin() failed has none).
+    try:
+        return tm.get()
+    except Exception:
+        return None
+
+
 class _Databases(collections.abc.MutableMapping):
     """The ``databases`` mapping every database of a collection shares.
 
@@ -534,10 +543,12 @@ class Collection:
             group = self.group(transaction_manager)
             tm = group.transaction_manager
             try:
-                txn = tm.begin()
-                if note:
-                    txn.note(note)
                 try:
+                    # (begin() polls whatever its synchronizers are: a
+                    # lost server may fail it too.)
+                    txn = tm.begin()
+                    if note:
+                        txn.note(note)
                     result = func(group)
                     tm.commit()
                     return result
@@ -547,7 +558,7 @@ class Collection:
                     # (transaction's own TransactionManager.run does the
                     # same).
                     retry = not policy.last and self._transient(
-                        e, txn, group, retry_on)
+                        e, _current(tm), group, retry_on)
                     _abort(tm)
                     if not retry:
                         raise
@@ -565,7 +576,7 @@ class Collection:
             return True
         # TransientError, and what the transaction's data managers say
         # (their should_retry).
-        if txn.isRetryableError(error):
+        if txn is not None and txn.isRetryableError(error):
             return True
         # RelStorage raises its driver's own exceptions for a lost server
         # connection (psycopg2's OperationalError, InterfaceError), and

@@ -399,6 +399,16 @@ def open_into(conn, transaction_manager, connections):
         if connections.get(name) is conn:
             del connections[name]
         conn.connections = {name: conn}
+        # ZODB's open() registers the connection with the transaction
+        # manager before it polls the storage (which is what fails): left
+        # registered, the pooled connection would take part in that
+        # manager's next transactions (and fail its begin()).
+        tm = conn.transaction_manager
+        if tm is not None:
+            try:
+                tm.unregisterSynch(conn)
+            except KeyError:
+                pass
         conn.transaction_manager = None
         conn._db._returnToPool(conn)
         raise

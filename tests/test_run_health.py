@@ -329,3 +329,40 @@ def test_example_config_loads(path, tmp_path):
         assert not any(c.is_open(name) for name in c)
     finally:
         c.close()
+
+
+def test_failed_open_leaves_nothing_registered(coll, monkeypatch):
+    # A pooled connection whose open fails (its server is gone, say) goes
+    # back to its pool without staying a synchronizer of the transaction
+    # manager: its next begin() would poll it again and fail.
+    from multidb import glue
+    coll.add('a', MappingStorage)
+    tm = transaction.TransactionManager()
+    with coll.transaction(tm) as g:
+        g.root('a')['x'] = 1
+    calls = []
+    fail = [True]
+    original = glue.Connection.newTransaction
+
+    def new_transaction(conn, txn, sync=True):
+        calls.append(conn)
+        if fail[0] and txn is not None:
+            fail[0] = False
+            raise OSError('server gone')
+        return original(conn, txn, sync)
+    monkeypatch.setattr(glue.Connection, 'newTransaction', new_transaction)
+    tm.begin()
+    g = coll.group(tm)
+    with pytest.raises(OSError, match='server gone'):
+        g.root('a')
+    assert g.connections == {}
+    g.close()
+    tm.abort()
+    del calls[:]
+    tm.begin()
+    assert calls == []          # nobody registered any more
+    tm.abort()
+    # And Collection.run gets past it (begin() inside the retried part).
+    fail[0] = True
+    assert coll.run(lambda g: g.root('a')['x'], attempts=2, backoff=0,
+                    retry_on=(OSError,), transaction_manager=tm) == 1
