@@ -31,6 +31,11 @@ from multidb.errors import NoSuchSnapshot
 from multidb.errors import CorruptArchive
 from multidb.errors import ArchiveExists
 from multidb.errors import NotConfigured
+from multidb.errors import MissingStorage
+from multidb.errors import StorageInTheWay
+from multidb.errors import DropIncomplete
+from multidb.errors import NotWritable
+from multidb.errors import ServerUnavailable
 
 __all__ = [
     'Collection',
@@ -44,6 +49,11 @@ __all__ = [
     'CorruptArchive',
     'ArchiveExists',
     'NotConfigured',
+    'MissingStorage',
+    'StorageInTheWay',
+    'DropIncomplete',
+    'NotWritable',
+    'ServerUnavailable',
     'CollectionClosed',
     'DatabaseInUse',
     'DuplicateName',

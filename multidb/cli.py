@@ -4,7 +4,8 @@
 0 success, 1 the operation failed (a ``MultiDBError`` such as an unknown
 or existing tenant or a corrupt archive, an ``OSError``, a ZODB error),
 2 usage or configuration errors (argparse's, a bad option value or tenant
-name, ZConfig's, no ``-C``, no ``<tenants>`` section).  Errors print one
+name, ZConfig's, no ``-C``, no ``<tenants>`` section), 3 a partial
+success (the operation is done, something is left for ``repair``).  Errors print one
 line, ``multidb: error: ...``, on stderr; ``--debug`` adds the traceback.
 
 A subcommand is one function registered with :func:`command`; it gets
@@ -31,8 +32,9 @@ import ZConfig
 from multidb.errors import InvalidName
 from multidb.errors import NotConfigured
 
-#: Exit codes (130: interrupted, as a shell reports Ctrl-C).
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+#: Exit codes (130: interrupted, as a shell reports Ctrl-C; 3: done, but
+#: something is left for ``repair``).
+OK, FAILED, USAGE, PARTIAL, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class Command(NamedTuple):
@@ -144,7 +146,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Manage a collection of named ZODB databases and"
                     " its tenants.",
         epilog="Exit codes: 0 success, 1 the operation failed, 2 usage or"
-               " configuration error.")
+               " configuration error, 3 done but something is left for"
+               " 'multidb repair'.")
     _global_options(parser, '', None)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
@@ -532,7 +535,11 @@ def _show_labels(labels: dict) -> str:
 
 
 def _where(rec) -> str:
-    settings = {k: v for k, v in rec.settings.items() if k != 'kind'}
+    from multidb.tenants.catalog import public_settings
+    # Never a password (records made before they were kept out may hold
+    # one); the tenant id has a line of its own (show).
+    settings = {k: v for k, v in public_settings(rec.settings).items()
+                if k not in ('kind', 'id')}
     if list(settings) == ['path']:
         return settings['path']
     return ' '.join(f"{k}={v}" for k, v in settings.items())
@@ -575,6 +582,7 @@ def _print_record(rec) -> None:
     for key, value in [
             ('state', rec.state),
             ('storage', f"{rec.kind} {_where(rec)}"),
+            ('id', rec.settings.get('id') or '-'),
             ('created', _time(rec.created)),
             ('modified', _time(rec.modified)),
             ('expires', _time(rec.expires) if rec.expires else 'never'),
@@ -637,23 +645,34 @@ def clone(args: argparse.Namespace) -> int:
                         help="archive the tenant to FILE first (a new"
                              " file); nothing is dropped if that fails"))])
 def drop(args: argparse.Namespace) -> int:
+    from multidb.errors import DropIncomplete
+    left = None
     with _tenants(args) as tenants:
         bar = contextlib.nullcontext()
         if args.archive_to is not None:
             bar = _progress(args, f"archive {args.name}",
                             _size_of(tenants.get(args.name)))
         with bar as progress:
-            rec = tenants.drop(args.name, archive_to=args.archive_to,
-                               progress=progress)
+            try:
+                rec = tenants.drop(args.name, archive_to=args.archive_to,
+                                   progress=progress)
+            except DropIncomplete as e:
+                # Dropped (the record is gone): a partial success, said
+                # as such, with what is left for repair.
+                rec, left = e.record, e
     archive = None if args.archive_to is None else os.path.abspath(
         args.archive_to)
     if args.json:
         _print_json({'dropped': rec.name, 'archive': archive,
-                     'record': rec.to_json()})
+                     'record': rec.to_json(),
+                     'left': None if left is None else left.left,
+                     'error': None if left is None else str(left.error)})
     else:
         kept = f" (archived to {archive})" if archive else ''
         print(f"dropped tenant {rec.name!r}{kept}")
-    return OK
+        if left is not None:
+            print(f"multidb: warning: {left}", file=sys.stderr)
+    return OK if left is None else PARTIAL
 
 
 @command('snapshot', help="take a point-in-time copy of a tenant",
@@ -715,7 +734,8 @@ def revert(args: argparse.Namespace) -> int:
     return OK
 
 
-@command('archive', help="write a tenant to one portable archive file",
+@command('archive', help="write a tenant to one portable archive file"
+                        " (signed when an archive key is configured)",
          arguments=[(('name',), _NAME),
                     (('file',), dict(metavar='FILE',
                                      help="the archive, a new file"))])
@@ -727,7 +747,10 @@ def archive(args: argparse.Namespace) -> int:
     path = os.path.abspath(path)
     size = os.path.getsize(path)
     if args.json:
-        _print_json({'tenant': args.name, 'archive': path, 'size': size})
+        from multidb.tenants.archive import read_header
+        signed = read_header(path, verify=False).get('signature') is not None
+        _print_json({'tenant': args.name, 'archive': path, 'size': size,
+                     'signed': signed})
     else:
         print(f"archived tenant {args.name!r} to {path} ({_bytes(size)})")
     return OK
@@ -741,7 +764,15 @@ def archive(args: argparse.Namespace) -> int:
                     (('--replace',), dict(
                         action='store_true',
                         help="replace an existing tenant (its current"
-                             " state is snapshotted first)"))])
+                             " state is snapshotted first)")),
+                    (('--trust-unsigned',), dict(
+                        action='store_true',
+                        help="restore an archive that is not signed (or"
+                             " whose signature no configured key can"
+                             " check), because you know where it comes"
+                             " from: its data is pickles, which can run"
+                             " code; what they name is checked all the"
+                             " same"))])
 def restore(args: argparse.Namespace) -> int:
     try:
         total = os.path.getsize(args.file)
@@ -751,7 +782,8 @@ def restore(args: argparse.Namespace) -> int:
         with _progress(args, f"restore {args.name or args.file}",
                        total) as progress:
             rec = tenants.restore(args.file, args.name,
-                                  replace=args.replace, progress=progress)
+                                  replace=args.replace, progress=progress,
+                                  trust_unsigned=args.trust_unsigned)
     if args.json:
         _print_json(rec.to_json())
     else:
@@ -783,8 +815,10 @@ def expire(args: argparse.Namespace) -> int:
     return OK
 
 
-@command('repair', help="find (and delete) storage left without a catalog"
-                        " record, stray snapshots and temporary files",
+@command('repair', help="find (and delete) storage that provably belongs"
+                        " to no catalog record, stray snapshots and"
+                        " temporary files; report missing and moved"
+                        " storage",
          arguments=[(('--dry-run',), dict(
              action='store_true',
              help="report what would be done, change nothing"))])
@@ -800,6 +834,32 @@ def repair(args: argparse.Namespace) -> int:
     print(_table([(f['kind'], f['name'] or '-', f['path'], f['action'])
                   for f in findings], ('FOUND', 'TENANT', 'PATH', 'ACTION')))
     return OK
+
+
+@command('relocate', help="point tenant records at their storage as the"
+                          " configuration spells its place now (a moved"
+                          " folder, a dsn written another way), give old"
+                          " records their tenant id, drop recorded"
+                          " credentials; moves and deletes nothing",
+         arguments=[(('names',), dict(
+                        nargs='*', metavar='NAME', type=_tenant_name,
+                        help="the tenants (default: every tenant)")),
+                    (('--dry-run',), dict(
+                        action='store_true',
+                        help="report what would be done, change nothing"))])
+def relocate(args: argparse.Namespace) -> int:
+    with _tenants(args) as tenants:
+        done = tenants.relocate(args.names or None, dry_run=args.dry_run)
+    if args.json:
+        _print_json(done)
+    elif not done:
+        print("nothing to relocate")
+    else:
+        print(_table([(d['name'], d['from'], d['to'], d['action'])
+                      for d in done], ('TENANT', 'FROM', 'TO', 'ACTION')))
+    # Refused tenants are reported; the records of the others changed.
+    return FAILED if any(d['action'].startswith('refused')
+                         for d in done) else OK
 
 
 if __name__ == '__main__':

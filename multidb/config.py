@@ -68,6 +68,7 @@ _NOT_DB_KWARGS = frozenset([
     'storage', 'database_name',
     # <tenants>
     'catalog', 'init', 'expire_action', 'archive_dir', 'archive_checksum',
+    'archive_key_file', 'archive_allow',
     'snapshot_dir', 'admin_dsn', 'template_database',
 ])
 # Storage kinds of the zodburi schemes; other schemes show as themselves.
@@ -194,6 +195,33 @@ def archive_checksum(value: str) -> str:
     return v
 
 
+def archive_key_file(value: str) -> str:
+    """``archive-key-file``: the path (``~`` expanded) of a file holding
+    the archive key, read now so that a missing file or a short key is a
+    configuration error with its line.  The key stays out of every
+    message."""
+    from multidb.tenants.archive import key_from_file
+    path = os.path.expanduser(value.strip())
+    if not path:
+        raise ValueError("archive-key-file must not be empty")
+    try:
+        key_from_file(path)
+    except OSError as e:
+        raise ValueError(f"cannot read the archive key file {path}:"
+                         f" {e.strerror or e}") from None
+    return path
+
+
+def archive_allow(value: str) -> list:
+    """``archive-allow``: modules (``package.module``) and single globals
+    (``package.module:Name``) the pickles of restored archives may name,
+    separated by spaces."""
+    from multidb.tenants.archive import PicklePolicy
+    entries = value.split()
+    PicklePolicy(entries)   # refuse a bad or dangerous entry now
+    return entries
+
+
 def archive_dir(value: str) -> str:
     """``archive-dir``: a folder path (``~`` expanded), made on the first
     archive, so that a fresh data folder needs no ``mkdir``."""
@@ -314,6 +342,9 @@ class TenantTemplate:
         self.expire_action: str = section.expire_action
         self.archive_dir: Optional[str] = section.archive_dir
         self.archive_checksum: str = section.archive_checksum
+        self.archive_key_file: Optional[str] = section.archive_key_file
+        self.archive_allow: list = [
+            entry for line in section.archive_allow or () for entry in line]
         self.snapshot_dir: Optional[str] = section.snapshot_dir
         self.admin_dsn: Optional[str] = section.admin_dsn
         self.template_database: Optional[str] = section.template_database
@@ -332,6 +363,9 @@ class TenantTemplate:
             'init': self.init,
             'expire_action': self.expire_action,
             'archive_dir': self.archive_dir,
+            # Where the key is, never the key.
+            'archive_key_file': self.archive_key_file,
+            'archive_allow': list(self.archive_allow),
             'placeholders': list(self.placeholders),
             'db_kwargs': dict(self.db_kwargs),
         }
@@ -406,7 +440,17 @@ class TenantTemplate:
                        db_kwargs=self.db_kwargs, init=self.init,
                        expire_action=self.expire_action,
                        archive_dir=self.archive_dir,
-                       archive_checksum=self.archive_checksum)
+                       archive_checksum=self.archive_checksum,
+                       archive_key=self._archive_key(),
+                       archive_allow=self.archive_allow)
+
+    def _archive_key(self) -> Optional[bytes]:
+        # Read again here: the datatype checked it at load, and the key is
+        # kept by the Tenants alone (not in the template, not displayed).
+        if self.archive_key_file is None:
+            return None
+        from multidb.tenants.archive import key_from_file
+        return key_from_file(self.archive_key_file)
 
     def storage_factory(self, name: str) -> Callable[[], Any]:
         """A zero-argument factory of tenant ``name``'s storage (nothing

@@ -26,6 +26,8 @@ __all__ = [
     'CorruptArchive',
     'ArchiveExists',
     'NotConfigured',
+    'UnsignedArchive',
+    'UnsafeArchive',
 ]
 
 
@@ -224,3 +226,120 @@ class NotConfigured(MultiDBError, RuntimeError):
     def __init__(self, what):
         self.what = what
         super().__init__(what)
+
+
+class UnsignedArchive(CorruptArchive):
+    """Raised when an archive's origin cannot be checked: it carries no
+    signature, or no archive key is configured to check the one it
+    carries, and the caller did not say it trusts the archive
+    (``trust_unsigned``).  Nothing was restored."""
+
+
+class UnsafeArchive(CorruptArchive):
+    """Raised when an archive's data would run code that no policy
+    allows: a pickle names a global (a function or class, which
+    unpickling calls) outside the allowed modules.  ``oid`` is the record
+    (None for a transaction's extension) and ``name`` the global's
+    ``module.name``.  Nothing was restored, and nothing was unpickled."""
+
+    def __init__(self, path, reason, oid=None, name=None):
+        self.oid = oid
+        self.name = name
+        super().__init__(path, reason)
+
+
+class MissingStorage(MultiDBError, FileNotFoundError):
+    """Raised when a tenant has a catalog record but its storage is gone
+    (a file deleted, a database dropped outside multidb).  Nothing was
+    created: only ``create`` and ``restore`` make storage, so missing
+    data never looks like an empty tenant."""
+
+    def __init__(self, name, where, detail='does not exist'):
+        self.name = name
+        self.where = where
+        self.detail = detail
+        super().__init__(
+            errno.ENOENT,
+            f"tenant {name!r} is in the catalog but its storage is missing:"
+            f" {where} {detail}; nothing was created (restore it from an"
+            f" archive or a snapshot, point the record at it with"
+            f" 'multidb relocate' if it moved, or drop the tenant)")
+
+    def __str__(self):
+        return self.args[1]
+
+
+class StorageInTheWay(MultiDBError, FileExistsError):
+    """Raised when a new tenant's storage would take the place of storage
+    that multidb cannot prove is a leftover of its own (it carries no
+    tenant id, or the id of a recorded tenant): it is not deleted."""
+
+    def __init__(self, name, where, detail):
+        self.name = name
+        self.where = where
+        self.detail = detail
+        super().__init__(
+            errno.EEXIST,
+            f"cannot make tenant {name!r}: {where} exists and {detail};"
+            f" multidb deletes only leftovers it can prove are its own:"
+            f" move it away (or delete it) first")
+
+    def __str__(self):
+        return self.args[1]
+
+
+class NotWritable(MultiDBError, PermissionError):
+    """Raised before anything is changed when a tenant operation would
+    have to write (or delete) where it may not: a read-only folder, a
+    database the role may not drop."""
+
+    def __init__(self, name, where, reason):
+        self.name = name
+        self.where = where
+        self.reason = reason
+        super().__init__(
+            errno.EACCES,
+            f"tenant {name!r}: {where} is not writable ({reason}); nothing"
+            f" was changed")
+
+    def __str__(self):
+        return self.args[1]
+
+
+class DropIncomplete(MultiDBError, OSError):
+    """Raised by ``drop`` when the tenant is dropped (its record is
+    removed: the tenant no longer exists) but some of its storage could
+    not be deleted: a partial success.  ``left`` names what is left, which
+    ``repair`` deletes; ``record`` is the dropped tenant's record."""
+
+    def __init__(self, record, left, error):
+        self.record = record
+        self.name = record.name
+        self.left = left
+        self.error = error
+        super().__init__(
+            getattr(error, 'errno', None) or errno.EIO,
+            f"tenant {record.name!r} is dropped (its record is removed),"
+            f" but its storage was not deleted ({error}); left for"
+            f" 'multidb repair': {left}")
+
+    def __str__(self):
+        return self.args[1]
+
+
+class ServerUnavailable(MultiDBError, ConnectionError):
+    """Raised when a tenant operation lost its connection to a database
+    server at every attempt.  ``outcome`` says what state the tenant is
+    in (checked after the last attempt, when the server allowed it)."""
+
+    def __init__(self, operation, name, attempts, error, outcome):
+        self.operation = operation
+        self.name = name
+        self.attempts = attempts
+        self.error = error
+        self.outcome = outcome
+        detail = ' '.join(str(error).split()) or type(error).__name__
+        super().__init__(
+            f"{operation} of tenant {name!r} failed: the database server"
+            f" connection was lost at each of {attempts} attempt(s) (last:"
+            f" {type(error).__name__}: {detail}); {outcome}")

@@ -252,9 +252,14 @@ class IBackend(Interface):
     """Where tenants' storages live (one implementation per storage kind).
 
     Settings are a JSON-able dict recorded in the tenant's catalog record,
-    so a tenant keeps its place when the template changes later.
-    Snapshots and archives carry data in ZODB's FileStorage format,
-    whatever the kind.
+    so a tenant keeps its place when the template changes later.  They
+    hold no credentials (a password comes from the configuration at each
+    use) and hold the tenant's id (``'id'``), which the backend stores
+    with the storage when it makes it (``prepare``, ``load``): a storage
+    is known by that id, not by how the configuration spells its place.
+    Settings of records made before ids were kept have none.  Snapshots
+    and archives carry data in ZODB's FileStorage format, whatever the
+    kind.
     """
 
     kind = Attribute("The storage kind, e.g. 'filestorage'")
@@ -263,11 +268,23 @@ class IBackend(Interface):
         """A context manager serializing lifecycle operations on the name
         among every process sharing the backend."""
 
-    def settings_for(name):
-        """The storage settings of a new tenant called name."""
+    def check_lock(name):
+        """Raise a ``TransientError`` when the name lock this thread holds
+        was lost (and taken again) since the operation began: called
+        before an operation commits."""
 
-    def factory(settings):
-        """A zero-argument callable that opens the storage of settings."""
+    def settings_for(name):
+        """The storage settings of a new tenant called name, with a new
+        tenant id."""
+
+    def relocated(settings, name):
+        """The settings the current configuration gives the recorded
+        tenant name (settings: its record's), keeping its id and kind."""
+
+    def factory(settings, *, name=None, create=False):
+        """A zero-argument callable that opens the storage of settings;
+        it raises ``MissingStorage`` rather than make a storage that is
+        not there, unless create."""
 
     def describe(settings):
         """A short human description of where the data is."""
@@ -275,20 +292,45 @@ class IBackend(Interface):
     def exists(settings):
         """Is there a storage at settings?"""
 
+    def identify(settings):
+        """The tenant id stored with the storage at settings' place, or
+        None (no storage, or one without an id)."""
+
+    def mark(settings):
+        """Store settings' id with the storage at settings' place."""
+
+    def same_place(a, b):
+        """Do the settings a and b name one storage, however spelled?"""
+
+    def place_key(settings):
+        """A hashable key of settings' place: equal for the same place."""
+
     def prepare(settings):
-        """Make what must exist before the storage is first opened."""
+        """Make what must exist before the storage is first opened, its
+        id first."""
+
+    def check_destroy(settings, name=None):
+        """Raise ``NotWritable`` when the storage could not be deleted
+        (before a drop commits)."""
 
     def destroy(settings):
-        """Delete the storage and its snapshots; no error when absent."""
+        """Delete the storage and its snapshots; no error when absent.
+        With an id in settings, only a storage carrying that id."""
 
     def is_locked(settings):
         """Does a process hold the storage open right now?"""
 
     def scan():
-        """Yield (name, settings) for every tenant storage found."""
+        """Yield (name, settings) for every tenant storage found, settings
+        holding the id found with it (if any) and ``present`` (False:
+        only companions of a storage, such as a snapshot folder)."""
 
     def stray_files():
-        """Temporary files (or databases) that a crash left behind."""
+        """What multidb may have left behind: (tenant name or None, path)
+        for temporary files (or databases) and lock files."""
+
+    def stray_in_use(path):
+        """Is the stray path held by a process right now?"""
 
     def remove_stray(path):
         """Delete one of stray_files()."""
@@ -319,7 +361,14 @@ class ITenants(Interface):
     """The tenant lifecycle of a collection (``Collection.tenants``).
 
     The catalog, a database of the collection, holds one record per
-    tenant; a tenant exists once its record is committed.  Every method
+    tenant; a tenant exists once its record is committed.  Opening a
+    recorded tenant never makes its storage: when it is gone,
+    ``MissingStorage`` names the tenant and what is missing (only create,
+    clone and restore make storage).  An operation that loses a catalog
+    write to another process or its server connection runs again; one
+    whose commit went through although its connection was lost returns
+    as done; when every attempt lost its connection it raises
+    ``ServerUnavailable``, saying what state the tenant is in.  Every method
     is safe against a crash (kill -9) at any point: the result is the old
     state or the new one, plus at worst leftovers that ``repair()`` deletes.
     Operations on one name are serialized within the process.
@@ -342,7 +391,10 @@ class ITenants(Interface):
     def drop(name, *, archive_to=None):
         """Delete a tenant, after archiving it to archive_to if given.
         Raises ``NoSuchTenant``, and ``DatabaseInUse`` (changing nothing)
-        while a group uses the tenant."""
+        while a group uses the tenant, ``NotWritable`` (changing nothing)
+        when its storage could not be deleted; ``DropIncomplete`` when the
+        tenant is dropped but some of its storage could not be deleted
+        after all (a partial success: repair deletes what is left)."""
 
     def get(name):
         """The record of name; ``NoSuchTenant`` if there is none."""
@@ -380,9 +432,21 @@ class ITenants(Interface):
         expiry is past; return what was done, one dict per tenant."""
 
     def repair(*, dry_run=False):
-        """Find (and unless dry_run, delete) leftovers: storage with no
-        record, snapshots with no record, temporary files; report records
-        whose storage is missing.  Returns the findings."""
+        """Find (and unless dry_run, delete) leftovers: storage that
+        provably belongs to no record (it carries a tenant id no record
+        has), snapshots with no record, temporary files; report records
+        whose storage is missing or was found elsewhere, and storage
+        without an id that no record points to (never deleted).  Each
+        deletion takes the name's lock.  Returns the findings (dicts:
+        kind, name, path, action); a dry run reports the same ones, with
+        'would delete' for 'deleted'."""
+
+    def relocate(names=None, *, dry_run=False):
+        """Point records at their storage as the configuration spells its
+        place now, give records without a tenant id their id, and drop
+        recorded credentials, where the storage is provably the tenant's.
+        Moves and deletes nothing.  Returns one dict per record changed
+        or refused: name, from, to, action."""
 
     def load():
         """Declare every catalogued tenant in the collection (lazily)."""

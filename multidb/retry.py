@@ -2,7 +2,9 @@
 exponential backoff and jitter (after psycopg_pool's AttemptWithBackoff).
 
 Used by :meth:`multidb.Collection.run` and by the tenant operations that
-lose a catalog write to another process.
+lose a catalog write to another process.  ``retryable`` says which errors
+the tenant operations run again for; ``lost_connection`` which of them
+are a lost connection to a database server.
 """
 import random
 import time
@@ -72,3 +74,55 @@ class AttemptWithBackoff:
     def __repr__(self):
         return (f"<AttemptWithBackoff {self.attempt}/{self.attempts},"
                 f" initial={self.initial}, maximum={self.maximum}>")
+
+
+# Connection errors of PostgreSQL that are not a lost connection: retrying
+# does not help.
+_NOT_LOST = ('authentication failed', 'does not exist', 'no password',
+             'permission denied', 'not permitted', 'role ')
+
+
+def lost_connection(error):
+    """Does error mean a lost (or refused, for now) connection to a
+    database server, so that the operation may run again: psycopg2's
+    InterfaceError and the OperationalErrors of a broken, terminated or
+    refused connection (not a wrong password or a missing database), or
+    an error a backend marks so (``multidb_lost_connection``)."""
+    if getattr(error, 'multidb_lost_connection', False):
+        return True
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover
+        return False
+    cause = error.__cause__
+    if cause is not None and cause is not error and \
+            isinstance(cause, psycopg2.Error):
+        # RelStorage wraps the driver's error of a lost connection in its
+        # own (UnableToAcquireCommitLockError ...).
+        return lost_connection(cause)
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if not isinstance(error, psycopg2.OperationalError):
+        return False
+    code = getattr(error, 'pgcode', None)
+    if code:
+        # Class 08: connection exception; 57P01-03: terminated by an
+        # administrator, a crash, or the server starting up.
+        return code.startswith('08') or code in ('57P01', '57P02', '57P03')
+    text = str(error).lower()
+    return not any(s in text for s in _NOT_LOST)
+
+
+def retryable(error):
+    """Is error worth running a tenant operation again: a catalog write
+    lost to another process (ConflictError, any TransientError, ZEO's
+    ClientDisconnected), a lock RelStorage could not take in time, or a
+    lost connection (see lost_connection)?"""
+    from transaction.interfaces import TransientError
+    if isinstance(error, TransientError) or lost_connection(error):
+        return True
+    try:
+        from relstorage.adapters.interfaces import UnableToAcquireLockError
+    except ImportError:  # pragma: no cover (RelStorage is optional)
+        return False
+    return isinstance(error, UnableToAcquireLockError)

@@ -116,7 +116,7 @@ def test_commands_are_registered_in_one_place():
     assert list(cli.COMMANDS) == [
         'check-config', 'health', 'demo', 'list', 'show', 'create', 'clone',
         'drop', 'snapshot', 'snapshots', 'revert', 'archive', 'restore',
-        'expire', 'repair']
+        'expire', 'repair', 'relocate']
 
 
 def test_demo_persists_and_counts(capsys, tmp_path):

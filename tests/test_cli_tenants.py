@@ -159,7 +159,7 @@ def test_drop_archive_to_then_restore(capsys, conf):
     assert result['dropped'] == 'acme'
     assert result['archive'] == str(conf.parent / 'a.multidb')
     assert result['record']['name'] == 'acme'
-    rec = _json(capsys, 'restore', 'a.multidb')
+    rec = _json(capsys, 'restore', 'a.multidb', '--trust-unsigned')
     assert rec['name'] == 'acme'
 
 
@@ -206,7 +206,8 @@ def test_archive_and_restore_under_another_name(capsys, conf):
     result = _json(capsys, 'archive', 'acme', 'acme.multidb')
     assert result['archive'] == str(conf.parent / 'acme.multidb')
     assert result['size'] == os.path.getsize('acme.multidb')
-    code, out, err = _run(capsys, 'restore', 'acme.multidb', 'acme2')
+    code, out, err = _run(capsys, 'restore', 'acme.multidb', 'acme2',
+                          '--trust-unsigned')
     assert (code, err) == (0, '')
     assert out == "restored tenant 'acme2' from acme.multidb\n"
     assert _json(capsys, 'show', 'acme2')['labels'] == {'plan': 'gold'}
@@ -215,8 +216,9 @@ def test_archive_and_restore_under_another_name(capsys, conf):
 def test_restore_replace(capsys, conf):
     _create(capsys, 'acme')
     assert _run(capsys, 'archive', 'acme', 'a.multidb')[0] == 0
-    assert _run(capsys, 'restore', 'a.multidb')[0] == 1
-    rec = _json(capsys, 'restore', 'a.multidb', '--replace')
+    assert _run(capsys, 'restore', 'a.multidb', '--trust-unsigned')[0] == 1
+    rec = _json(capsys, 'restore', 'a.multidb', '--replace',
+                '--trust-unsigned')
     assert [s['label'] for s in rec['snapshots']] == ['before restore']
 
 
@@ -227,7 +229,8 @@ def test_restore_into_a_fresh_folder_makes_it(capsys, conf, tmp_path):
     other.mkdir()
     (other / 'app.conf').write_text(CONFIG)
     os.chdir(other)
-    rec = _json(capsys, 'restore', str(tmp_path / 'a.multidb'))
+    rec = _json(capsys, 'restore', str(tmp_path / 'a.multidb'),
+                '--trust-unsigned')
     assert rec['settings']['path'] == str(other / 'data/tenants/acme.fs')
 
 
@@ -255,10 +258,14 @@ def test_expire_table(capsys, conf):
 def test_repair(capsys, conf):
     _create(capsys, 'acme')
     tenants = conf.parent / 'data' / 'tenants'
+    # As a crashed create leaves it: a data file carrying a tenant id
+    # that no record has.
     (tenants / 'ghost.fs').write_bytes((tenants / 'acme.fs').read_bytes())
+    (tenants / 'ghost.fs.multidb-id').write_text(
+        json.dumps({'multidb': 'tenant', 'id': 'f' * 32}))
     found = _json(capsys, 'repair', '--dry-run')
     assert [(f['kind'], f['name'], f['action']) for f in found] == [
-        ('leftover', 'ghost', 'kept')]
+        ('leftover', 'ghost', 'would delete')]
     assert (tenants / 'ghost.fs').exists()
     code, out, err = _run(capsys, 'repair')
     assert code == 0
@@ -269,6 +276,18 @@ def test_repair(capsys, conf):
     assert not (tenants / 'ghost.fs').exists()
     assert _run(capsys, 'repair')[1] == 'nothing to repair\n'
     assert _json(capsys, 'repair') == []
+
+
+def test_repair_keeps_a_file_without_tenant_id(capsys, conf):
+    _create(capsys, 'acme')
+    tenants = conf.parent / 'data' / 'tenants'
+    (tenants / 'copy.fs').write_bytes((tenants / 'acme.fs').read_bytes())
+    for argv in (('repair', '--dry-run'), ('repair',)):
+        assert [(f['kind'], f['name'], f['action'])
+                for f in _json(capsys, *argv)] == [
+            ('unidentified storage', 'copy',
+             "kept (no tenant id: not provably multidb's)")]
+    assert (tenants / 'copy.fs').exists()
 
 
 # -- failures: exit codes, one line, nothing touched --------------------------
@@ -314,7 +333,8 @@ def test_corrupt_archive_exits_1_and_restores_nothing(capsys, conf, damage):
         data = b'not an archive at all'
     (conf.parent / 'bad.multidb').write_bytes(bytes(data))
     before = _tree(conf.parent)
-    code, out, err = _run(capsys, 'restore', 'bad.multidb', 'acme2')
+    code, out, err = _run(capsys, 'restore', 'bad.multidb', 'acme2',
+                          '--trust-unsigned')
     assert (code, out) == (1, '')
     _assert_one_line(err)
     assert "archive 'bad.multidb' is unusable" in err
@@ -461,7 +481,7 @@ def test_progress_forced_after_the_command_restore_revert_expire(
     code, out, err = _run(capsys, 'revert', 'acme', sid, '--progress')
     assert code == 0 and 'revert acme' in err
     code, out, err = _run(capsys, 'restore', 'a.multidb', 'acme2',
-                          '--progress')
+                          '--progress', '--trust-unsigned')
     assert code == 0 and 'restore acme2' in err
     code, out, err = _run(capsys, 'expire', '--now', '2999-01-01',
                           '--progress')

@@ -43,8 +43,10 @@ OPERATIONS = {
     'drop': "t.drop('acme')",
     'snapshot': "t.snapshot('acme', 'crash')",
     'revert': "t.revert('acme', args[0])",
-    'restore': "t.restore(args[1], 'fresh')",
-    'restore-replace': "t.restore(args[1], 'acme', replace=True)",
+    # The archive is the test's own, unsigned: trusted explicitly.
+    'restore': "t.restore(args[1], 'fresh', trust_unsigned=True)",
+    'restore-replace': "t.restore(args[1], 'acme', replace=True,"
+                       " trust_unsigned=True)",
 }
 
 # (operation, crash step, the state the tenant must be in afterwards).
@@ -114,10 +116,10 @@ def _run(folder, code, step=None, *args):
         env=env, capture_output=True, text=True, timeout=60)
 
 
-def _prepare(folder):
+def _prepare(folder, opener=None):
     """keep (a marker nobody touches), acme (v=2, one snapshot at v=1,
     label who=old) and an archive of a tenant with v='archived'."""
-    c, t = _open(folder)
+    c, t = (opener or _open)(folder)
     try:
         t.create('keep', init=lambda root: root.update(marker='keep-1'))
         t.create('acme', labels={'who': 'old'},
@@ -220,13 +222,14 @@ RETRY_IN_NEW_STATE = {
 }
 
 
-def check_invariants(folder, markers=None):
+def check_invariants(folder, markers=None, opener=None):
     """What must hold after any crash; returns the repair findings.
 
-    markers: {name: (key, value)} of committed data that must be there.
+    markers: {name: (key, value)} of committed data that must be there;
+    opener(folder) -> (collection, tenants), by default _open.
     """
     markers = markers or {}
-    c, t = _open(folder)
+    c, t = (opener or _open)(folder)
     try:
         records = {r.name: r for r in t.list()}
         for name, (key, value) in markers.items():
@@ -429,3 +432,101 @@ def test_repair_deletes_companions_without_data_file(tmp_path):
         ('leftover', 'gone')]
     assert {TENANT_FILE.match(f).group(1) for f in os.listdir(tenants)} \
         == {'keep'}
+
+
+# -- repair racing an operation of another process ----------------------------
+# The operation stops (MULTIDB_PAUSE_AT) where what it made is on disk and
+# its record not committed yet; a repair runs meanwhile in another process.
+# The repair must take the name's lock, as the operation holds it, and so
+# wait: what the operation made is then recorded, and kept.
+
+# Two processes share the tenants' folder and a catalog on ZEO.
+SHARED = '''\
+import sys, multidb
+from ZEO.ClientStorage import ClientStorage
+folder, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+args = sys.argv[4:]
+c = multidb.Collection()
+c.declare('catalog', lambda: ClientStorage((host, port), storage='catalog',
+                                           wait_timeout=30))
+t = multidb.Tenants(c, catalog='catalog',
+                    backend=multidb.FileStorageBackend(folder + '/tenants/{name}.fs'))
+'''
+
+REPAIR = '''
+import json
+print(json.dumps(t.repair()), flush=True)
+c.close()
+'''
+
+RACES = [
+    ('create', 'create.storage-made'),
+    ('clone', 'clone.loaded'),
+    ('restore', 'restore.loaded'),
+    ('snapshot', 'snapshot.written'),
+    ('revert', 'revert.copied'),
+]
+
+
+def _shared_opener(server):
+    def opener(folder):
+        from ZEO.ClientStorage import ClientStorage
+        c = multidb.Collection()
+        c.declare('catalog', lambda: ClientStorage(
+            server.address, storage='catalog', wait_timeout=30))
+        t = multidb.Tenants(c, catalog='catalog',
+                            backend=multidb.FileStorageBackend(
+                                str(folder / 'tenants' / '{name}.fs')))
+        return c, t
+    return opener
+
+
+@pytest.mark.parametrize('op, step', RACES, ids=[f'{o}-{s}' for o, s in RACES])
+def test_repair_waits_for_an_operation_of_another_process(
+        tmp_path, zeo_server, op, step):
+    import json
+    opener = _shared_opener(zeo_server)
+    sid, archive = _prepare(tmp_path, opener)
+    host, port = zeo_server.address
+    where = [str(tmp_path), host, str(port)]
+    env = dict(os.environ, MULTIDB_PAUSE_AT=step)
+    env.pop('MULTIDB_CRASH_AT', None)
+    worker = subprocess.Popen(
+        [sys.executable, '-c', SHARED + OPERATIONS[op], *where, sid,
+         archive], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    repair = None
+    try:
+        line = worker.stdout.readline()
+        assert line == f'PAUSED {step}\n', worker.stderr.read()
+        env.pop('MULTIDB_PAUSE_AT')
+        repair = subprocess.Popen(
+            [sys.executable, '-c', SHARED + REPAIR, *where],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        # Long enough for a repair that takes no lock to finish.
+        time.sleep(2)
+        worker.stdin.write('\n')
+        worker.stdin.flush()
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        out, err = repair.communicate(timeout=60)
+        assert repair.returncode == 0, err
+    finally:
+        for proc in (worker, repair):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # Nothing of the operation was deleted by the repair.
+    for finding in json.loads(out):
+        assert finding['action'] != 'deleted', finding
+    c, t = opener(tmp_path)
+    try:
+        if op == 'revert':
+            assert _root(c, 'acme')['v'] == 1
+        else:
+            assert STATES[op](c, t, sid) == 'new'
+    finally:
+        c.close()
+    assert check_invariants(tmp_path, {'keep': ('marker', 'keep-1')},
+                            opener) == []

@@ -46,6 +46,13 @@ def test_verify(tenants):
     assert tenants.collection.tenants is tenants
 
 
+def test_backends_verify():
+    from multidb.backends.relstorage import RelStorageBackend
+    from multidb.interfaces import IBackend
+    verifyObject(IBackend, multidb.FileStorageBackend('/srv/{name}.fs'))
+    verifyObject(IBackend, RelStorageBackend('host=db dbname=t_{name}'))
+
+
 def test_no_tenants_configured():
     with multidb.Collection() as c:
         with pytest.raises(multidb.NotConfigured, match='no tenants'):
@@ -185,7 +192,7 @@ def test_drop_w_archive_then_restore(tenants, tmp_path):
     arc = tmp_path / 'acme.multidb'
     tenants.drop('acme', archive_to=arc)
     assert arc.exists() and 'acme' not in tenants
-    rec = tenants.restore(arc)
+    rec = tenants.restore(arc, trust_unsigned=True)
     assert rec.name == 'acme' and rec.labels == {'vip': ''}
     assert _root(tenants, 'acme') == {'x': 1}
 
@@ -245,11 +252,11 @@ def test_archive_and_restore_under_new_name(tenants, tmp_path):
     tenants.create('acme', init=init_orders)
     arc = tmp_path / 'a.multidb'
     assert tenants.archive('acme', arc) == str(arc)
-    rec = tenants.restore(arc, 'acme-copy')
+    rec = tenants.restore(arc, 'acme-copy', trust_unsigned=True)
     assert rec.name == 'acme-copy'
     assert _root(tenants, 'acme-copy') == {'orders': []}
     with pytest.raises(multidb.TenantExists):
-        tenants.restore(arc)
+        tenants.restore(arc, trust_unsigned=True)
 
 
 def test_restore_replace(tenants, tmp_path):
@@ -258,7 +265,7 @@ def test_restore_replace(tenants, tmp_path):
     arc = tmp_path / 'a.multidb'
     tenants.archive('acme', arc)
     _set(tenants, 'acme', v='new')
-    tenants.restore(arc, replace=True)
+    tenants.restore(arc, replace=True, trust_unsigned=True)
     assert _root(tenants, 'acme') == {'v': 'old'}
     # the replaced state was snapshotted first
     snap = tenants.snapshots('acme')[-1]
@@ -281,9 +288,9 @@ def test_restore_corrupt_archive_leaves_target_untouched(tenants, tmp_path,
         arc.write_bytes(raw[:200] + bytes([raw[200] ^ 1]) + raw[201:])
     _set(tenants, 'acme', v='current')
     with pytest.raises(multidb.CorruptArchive, match='a.multidb'):
-        tenants.restore(arc, replace=True)
+        tenants.restore(arc, replace=True, trust_unsigned=True)
     with pytest.raises(multidb.CorruptArchive):
-        tenants.restore(arc, 'other')
+        tenants.restore(arc, 'other', trust_unsigned=True)
     assert _root(tenants, 'acme') == {'v': 'current'}
     assert 'other' not in tenants
     assert tenants.snapshots('acme') == []
@@ -318,7 +325,7 @@ def test_expire_archive(tmp_path):
         done = t.expire()
         assert done[0]['action'] == 'archive'
         assert os.path.exists(done[0]['archive'])
-        t.restore(done[0]['archive'])
+        t.restore(done[0]['archive'], trust_unsigned=True)
         assert _root(t, 'old') == {'x': 1}
     finally:
         c.close()
@@ -342,27 +349,64 @@ def test_bad_expire_settings(tmp_path):
         _make(tmp_path, expire_action='archive')
 
 
+def _leftover(tenants, name):
+    """Storage of tenant name as a crashed create leaves it: its file,
+    carrying a tenant id, and no record."""
+    settings = tenants.backend.settings_for(name)
+    tenants.backend.prepare(settings)
+    FileStorage(settings['path']).close()
+    return settings
+
+
 def test_repair_finds_and_cleans_leftovers(tenants, tmp_path):
+    from multidb.tenants.lifecycle import new_snapshot_id
     tenants.create('acme')
     tenants.create('beta')
     d = tmp_path / 'tenants'
-    # storage with no record, as a crashed create leaves it
-    FileStorage(str(d / 'ghost.fs')).close()
+    _leftover(tenants, 'ghost')
     # a snapshot with no record, a temporary file
     sid = tenants.snapshot('beta')
+    stray = new_snapshot_id(datetime.datetime.now(UTC))
     os.makedirs(d / 'acme.fs.snapshots', exist_ok=True)
-    (d / 'acme.fs.snapshots' / 'stray.fs').write_bytes(b'x')
+    (d / 'acme.fs.snapshots' / f'{stray}.fs').write_bytes(b'x')
     (d / '.acme.fs.1.multidb-tmp').write_bytes(b'x')
     report = tenants.repair(dry_run=True)
-    kinds = sorted((f['kind'], f['name']) for f in report)
-    assert kinds == [('leftover', 'ghost'), ('stray snapshot', 'acme'),
-                     ('temporary file', None)]
+    kinds = sorted((f['kind'], f['name'], f['action']) for f in report)
+    assert kinds == [('leftover', 'ghost', 'would delete'),
+                     ('stray snapshot', 'acme', 'would delete'),
+                     ('temporary file', 'acme', 'would delete')]
     assert (d / 'ghost.fs').exists()
-    assert len(tenants.repair()) == 3
+    real = tenants.repair()
+    # The dry run said what the real run does.
+    assert [dict(f, action='would delete') for f in real] == report
+    assert {f['action'] for f in real} == {'deleted'}
     assert not (d / 'ghost.fs').exists()
+    assert sorted(os.listdir(d)) == [
+        'acme.fs', 'acme.fs.index', 'acme.fs.lock', 'acme.fs.multidb-id',
+        'acme.fs.snapshots', 'acme.fs.tmp', 'beta.fs', 'beta.fs.index',
+        'beta.fs.lock', 'beta.fs.multidb-id', 'beta.fs.snapshots',
+        'beta.fs.tmp']
     assert tenants.repair() == []
     assert [s.id for s in tenants.snapshots('beta')] == [sid]
     assert _root(tenants, 'acme') == {}
+
+
+def test_repair_keeps_what_it_cannot_prove_is_a_leftover(tenants, tmp_path):
+    # A FileStorage without a tenant id (not made by multidb, or made
+    # before tenant ids), and a file in a snapshot folder not named as
+    # multidb names snapshots: reported (or not), never deleted.
+    tenants.create('acme')
+    d = tmp_path / 'tenants'
+    FileStorage(str(d / 'other.fs')).close()
+    (d / 'acme.fs.snapshots').mkdir()
+    (d / 'acme.fs.snapshots' / 'mine.fs').write_bytes(b'x')
+    for dry_run in (True, False):
+        assert [(f['kind'], f['name'], f['action'])
+                for f in tenants.repair(dry_run=dry_run)] == [
+            ('unidentified storage', 'other',
+             "kept (no tenant id: not provably multidb's)")]
+    assert (d / 'other.fs').exists()
+    assert (d / 'acme.fs.snapshots' / 'mine.fs').exists()
 
 
 def test_repair_reports_missing_storage(tenants, tmp_path):
@@ -375,12 +419,25 @@ def test_repair_reports_missing_storage(tenants, tmp_path):
 
 
 def test_create_over_leftover(tenants, tmp_path):
+    # What a crashed create left (it carries a tenant id) is replaced.
+    _leftover(tenants, 'acme')
+    rec = tenants.create('acme')
+    assert _root(tenants, 'acme') == {}
+    assert tenants.backend.identify(rec.settings) == rec.settings['id']
+
+
+def test_create_over_storage_without_id_refused(tenants, tmp_path):
+    # A file multidb cannot prove is its own leftover is not deleted.
     d = tmp_path / 'tenants'
     d.mkdir()
     db = FileStorage(str(d / 'acme.fs'))
     db.close()
-    tenants.create('acme')   # the leftover is replaced
-    assert _root(tenants, 'acme') == {}
+    with pytest.raises(multidb.StorageInTheWay,
+                       match="acme.fs exists and carries no tenant id"):
+        tenants.create('acme')
+    assert 'acme' not in tenants
+    assert sorted(os.listdir(d)) == ['acme.fs', 'acme.fs.index',
+                                     'acme.fs.lock', 'acme.fs.tmp']
 
 
 def test_new_collection_sees_catalogued_tenants_lazily(tmp_path):
@@ -465,7 +522,7 @@ def test_archive_w_sha256(tenants, tmp_path):
     tenants.archive('acme', arc, checksum='sha256')
     from multidb.tenants.archive import read_header
     assert read_header(arc)['checksum'] == 'sha256'
-    tenants.restore(arc, 'copy')
+    tenants.restore(arc, 'copy', trust_unsigned=True)
     assert _root(tenants, 'copy') == {'v': 1}
     with pytest.raises(ValueError, match='unknown checksum'):
         tenants.archive('acme', tmp_path / 'b', checksum='md5')

@@ -2,9 +2,10 @@
 
 See ``multidb.interfaces.IBackend``.
 """
-import contextlib
+import errno
 import functools
 import glob
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,19 @@ from ZODB.FileStorage import FileStorage
 from zope.interface import implementer
 
 from multidb import glue
+from multidb.errors import MissingStorage
+from multidb.errors import NotWritable
+from multidb.errors import StorageInTheWay
 from multidb.interfaces import IBackend
 from multidb.tenants.archive import fsync_dir
 from multidb.tenants.archive import tmp_name
+from multidb.tenants.catalog import is_tenant_id
+from multidb.tenants.catalog import new_tenant_id
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (not POSIX)
+    fcntl = None
 
 PLACEHOLDER = '{name}'
 # The files FileStorage keeps beside its data file (.index.index_tmp is
@@ -24,6 +35,16 @@ PLACEHOLDER = '{name}'
 _COMPANIONS = ('.index', '.lock', '.tmp', '.old', '.pack',
                '.index.index_tmp')
 SNAPSHOTS = '.snapshots'
+# Beside the data file: the tenant id, written before the data file is
+# made and deleted after it, so that every data file multidb makes carries
+# the id of the tenant it was made for.
+ID_FILE = '.multidb-id'
+# In the tenants' folder, ``.<file name>.multidb-lock``: a tenant's
+# lifecycle lock across processes, there only while held.
+LOCK_SUFFIX = '.multidb-lock'
+TMP_SUFFIX = '.multidb-tmp'
+# A snapshot's file name, as lifecycle.new_snapshot_id makes it.
+SNAPSHOT_FILE = re.compile(r'\d{8}T\d{12}Z-[0-9a-f]{6}\.fs\Z')
 
 
 def check_path_template(path):
@@ -65,7 +86,8 @@ def check_path_template(path):
 class FileStorageBackend:
     """Each tenant is a FileStorage file; the path template says where,
     e.g. ``/srv/data/tenants/{name}.fs``.  Snapshots go to
-    ``<tenant file>.snapshots/<id>.fs``."""
+    ``<tenant file>.snapshots/<id>.fs``; the tenant's id to
+    ``<tenant file>.multidb-id``."""
 
     kind = 'filestorage'
 
@@ -74,7 +96,9 @@ class FileStorageBackend:
         # Absolute now: the settings recorded must not depend on the
         # working folder of whoever reads the catalog later.
         folder, prefix = os.path.split(head)
-        self._head = os.path.join(os.path.abspath(folder or '.'), prefix)
+        self.folder = os.path.abspath(folder or '.')
+        self._prefix = prefix
+        self._head = os.path.join(self.folder, prefix)
         self._tail = tail
         self.path = self._head + PLACEHOLDER + tail
         self.storage_options = storage_options
@@ -86,44 +110,130 @@ class FileStorageBackend:
         # data file that is gone already.
         self._companion_re = re.compile(
             re.escape(self._head) + r'([a-z][a-z0-9_-]*)' + re.escape(tail)
-            + '(?:' + '|'.join(map(re.escape, _COMPANIONS + (SNAPSHOTS,)))
+            + '(?:' + '|'.join(map(re.escape,
+                                   _COMPANIONS + (SNAPSHOTS, ID_FILE)))
             + r')\Z')
+        # A file name of the folder -> the tenant name in it.
+        self._base_re = re.compile(
+            re.escape(prefix) + r'([a-z][a-z0-9_-]*)' + re.escape(tail)
+            + '(?:' + '|'.join(map(re.escape, _COMPANIONS + (ID_FILE,)))
+            + r')?\Z')
 
     def __repr__(self):
         return f"<FileStorageBackend {self.path!r}>"
 
     def name_lock(self, name):
-        """A FileStorage is used by one process: the lifecycle's own
-        in-process lock is enough."""
-        return contextlib.nullcontext()
+        """A lock file per name in the tenants' folder, locked (flock)
+        for the operation, so that processes sharing the folder take
+        turns on a name; released by the kernel if the process dies."""
+        return _NameLock(self._lock_path(name), name)
+
+    def _lock_path(self, name):
+        return os.path.join(self.folder, '.' + self._prefix + name +
+                            self._tail + LOCK_SUFFIX)
+
+    def check_lock(self, name):
+        """An flock is not lost while the process lives: False."""
+        return False
 
     # -- settings and factories --------------------------------------------
 
     def settings_for(self, name):
-        return {'kind': self.kind, 'path': self._head + name + self._tail}
+        """A new tenant's settings: its file, and a new tenant id."""
+        return {'kind': self.kind, 'path': self._head + name + self._tail,
+                'id': new_tenant_id()}
 
-    def factory(self, settings):
-        path = settings['path']
-        return functools.partial(_open_fs, path, self.storage_options)
+    def factory(self, settings, *, name=None, create=False):
+        """Opens the tenant's storage; only with create may the file be
+        made (a recorded tenant whose file is gone raises MissingStorage:
+        missing data must not look like an empty tenant)."""
+        return functools.partial(_open_fs, settings['path'],
+                                 self.storage_options, name, create)
 
     def describe(self, settings):
         return settings['path']
 
     def exists(self, settings):
-        return os.path.exists(settings['path'])
+        return os.path.isfile(settings['path'])
+
+    def identify(self, settings):
+        """The tenant id stored with the storage at settings' place, or
+        None (no storage there, or one without an id)."""
+        return _read_id(settings['path'] + ID_FILE)
+
+    def same_place(self, a, b):
+        """Do the settings a and b name the same file, however spelled
+        (symbolic links, ``..``)?"""
+        return _place(a['path']) == _place(b['path'])
+
+    def place_key(self, settings):
+        return _place(settings['path'])
 
     # -- making and destroying ---------------------------------------------
 
     def prepare(self, settings):
-        """Make sure the folder exists (the file is made on first open)."""
-        os.makedirs(os.path.dirname(settings['path']), exist_ok=True)
+        """Make sure the folder exists and the tenant's id is beside the
+        (future) data file; the file itself is made on first open."""
+        path = settings['path']
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tid = settings.get('id')
+        if tid is None:
+            return   # a tenant recorded before ids were kept
+        found = _read_id(path + ID_FILE)
+        if found == tid:
+            return
+        if found is not None or os.path.exists(path):
+            raise StorageInTheWay(
+                _name_of(self, path), path,
+                f"belongs to another tenant (id {found})" if found
+                else "carries no tenant id")
+        _write_id(path + ID_FILE, tid)
+
+    def mark(self, settings):
+        """Store settings' tenant id beside the data file (relocate gives
+        records made before ids were kept their id)."""
+        _write_id(settings['path'] + ID_FILE, settings['id'])
+
+    def check_destroy(self, settings, name=None):
+        """Raise NotWritable when the tenant's files could not be deleted
+        (checked before a drop commits; a process may do what access()
+        allows)."""
+        path = settings['path']
+        for folder in (os.path.dirname(path), path + SNAPSHOTS):
+            if os.path.isdir(folder) and \
+                    not os.access(folder, os.W_OK | os.X_OK):
+                raise NotWritable(name or _name_of(self, path), folder,
+                                  os.strerror(errno.EACCES))
 
     def destroy(self, settings):
-        """Delete the tenant's files, snapshots included."""
+        """Delete the tenant's files, snapshots included, the id last.
+
+        With an id in settings, only the storage carrying that id is
+        deleted: another tenant's storage at the same place is left alone
+        (nothing is deleted), and a data file carrying no id raises
+        StorageInTheWay.  Without one (a record made before ids were
+        kept), whatever is at the place is deleted."""
         path = settings['path']
+        tid = settings.get('id')
+        if tid is not None:
+            found = _read_id(path + ID_FILE)
+            if found is not None and found != tid:
+                return
+            if found is None and os.path.exists(path):
+                raise StorageInTheWay(_name_of(self, path), path,
+                                      "carries no tenant id")
         for p in [path] + [path + ext for ext in _COMPANIONS]:
             _unlink(p)
-        shutil.rmtree(path + SNAPSHOTS, ignore_errors=True)
+        _rmtree(path + SNAPSHOTS)
+        _unlink(path + ID_FILE)
+
+    def companions(self, settings):
+        """The files of the tenant's place beside its data file (index,
+        lock, snapshot folder, id ...) that exist."""
+        path = settings['path']
+        return [p for p in [path + ext for ext in
+                            _COMPANIONS + (SNAPSHOTS, ID_FILE)]
+                if os.path.lexists(p)]
 
     def is_locked(self, settings):
         """Does a process hold the tenant's storage open?"""
@@ -140,7 +250,8 @@ class FileStorageBackend:
 
     def scan(self):
         """Yield (name, settings) for every tenant file on disk, and for
-        companion files left without their data file."""
+        companion files left without their data file; settings hold the
+        id found with the storage, if any."""
         seen = set()
         for path in sorted(glob.glob(self._scan_glob + '*')):
             m = self._scan_re.match(path)
@@ -148,17 +259,56 @@ class FileStorageBackend:
                 continue
             m = m or self._companion_re.match(path)
             if m and m.group(1) not in seen:
-                seen.add(m.group(1))
-                yield m.group(1), self.settings_for(m.group(1))
+                name = m.group(1)
+                seen.add(name)
+                settings = {'kind': self.kind,
+                            'path': self._head + name + self._tail}
+                tid = self.identify(settings)
+                if tid is not None:
+                    settings['id'] = tid
+                # Whether there is data, or only companions.
+                settings['present'] = os.path.isfile(settings['path'])
+                yield name, settings
 
     def stray_files(self):
-        """Temporary files a crash left behind."""
-        head = os.path.dirname(self._head + 'x')
-        return glob.glob(os.path.join(glob.escape(head), '**',
-                                      '.*.multidb-tmp'), recursive=True)
+        """The files multidb may have left behind, as (tenant name or
+        None, path): temporary files in the tenants' folder and the
+        snapshot folders, and lock files."""
+        found = []
+        for dirpath, dirs, files in os.walk(self.folder):
+            dirs.sort()
+            for f in sorted(files):
+                path = os.path.join(dirpath, f)
+                if f.endswith(LOCK_SUFFIX) and dirpath == self.folder:
+                    m = self._base_re.match(f[1:-len(LOCK_SUFFIX)])
+                    if f.startswith('.') and m:
+                        found.append((m.group(1), path))
+                elif f.startswith('.') and TMP_SUFFIX in f and \
+                        _TMP_RE.match(f):
+                    found.append((self._name_of_folder(dirpath, f), path))
+        return found
+
+    def _name_of_folder(self, dirpath, filename):
+        # The tenant a temporary file belongs to: beside its file, or in
+        # its snapshot folder.
+        if dirpath == self.folder:
+            m = _TMP_RE.match(filename)
+            m = self._base_re.match(m.group(1)) if m else None
+        else:
+            m = self._companion_re.match(dirpath)
+            if m and not dirpath.endswith(SNAPSHOTS):
+                m = None
+        return m.group(1) if m else None
 
     def remove_stray(self, path):
-        _unlink(path)
+        if path.endswith(LOCK_SUFFIX):
+            _remove_lock_file(path)
+        else:
+            _unlink(path)
+
+    def stray_in_use(self, path):
+        """Is the stray file path held (a lock file locked by a process)?"""
+        return path.endswith(LOCK_SUFFIX) and _lock_file_held(path)
 
     # -- data in and out, in FileStorage format ------------------------------
 
@@ -184,25 +334,172 @@ class FileStorageBackend:
         return os.path.join(settings['path'] + SNAPSHOTS, snapshot_id + '.fs')
 
     def snapshot_ids(self, settings):
-        """The snapshot ids found on disk for the tenant."""
+        """The snapshot ids found on disk for the tenant (files named as
+        multidb names snapshots; anything else there is not multidb's)."""
         d = settings['path'] + SNAPSHOTS
         try:
             names = os.listdir(d)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return [n[:-3] for n in names if n.endswith('.fs')]
+        return [n[:-3] for n in sorted(names) if SNAPSHOT_FILE.match(n)]
 
     def remove_snapshot(self, settings, snapshot_id):
         _unlink(self.snapshot_path(settings, snapshot_id))
 
     def tmp_path(self, settings):
         """A temporary file beside the tenant's file."""
-        self.prepare(settings)
+        os.makedirs(os.path.dirname(settings['path']), exist_ok=True)
         return tmp_name(settings['path'])
 
+    def relocated(self, record_settings, name):
+        """The settings of the current configuration for the recorded
+        tenant name: its place as configured now, its own id."""
+        new = self.settings_for(name)
+        if 'id' in record_settings:
+            new['id'] = record_settings['id']
+        else:
+            del new['id']
+        return new
 
-def _open_fs(path, options):
+
+_TMP_RE = re.compile(r'\A\.(.+)\.\d+' + re.escape(TMP_SUFFIX) +
+                     r'(?:\.(?:index|lock|tmp|old|pack))?\Z')
+
+
+def _name_of(backend, path):
+    m = backend._scan_re.match(path)
+    return m.group(1) if m else os.path.basename(path)
+
+
+def _place(path):
+    # Where a file is, symbolic links of its folders resolved: the file
+    # itself need not exist.
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(folder), base)
+
+
+def _read_id(path):
+    try:
+        with open(path, 'rb') as f:
+            data = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    tid = data.get('id') if isinstance(data, dict) else None
+    return tid if is_tenant_id(tid) else None
+
+
+def _write_id(path, tid):
+    # Atomically: a crash leaves the id or nothing, never half of one.
+    tmp = tmp_name(path)
+    with open(tmp, 'w') as f:
+        json.dump({'multidb': 'tenant', 'id': tid}, f)
+        f.write('\n')
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path)
+
+
+def _open_fs(path, options, name, create):
+    if not create and not os.path.isfile(path):
+        # FileStorage would make an empty file: a recorded tenant whose
+        # data is gone would look like a new, empty one.
+        raise MissingStorage(name or path, path)
     return FileStorage(path, **options)
+
+
+class _NameLock:
+    """The lock file of one tenant name (see FileStorageBackend.name_lock).
+
+    The file exists only while held: the holder deletes it before it
+    unlocks, and a process that locked a file since deleted (or replaced)
+    tries again, so two processes never hold "the" lock through two
+    files."""
+
+    def __init__(self, path, name):
+        self.path = path
+        self.name = name
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = _lock_file(self.path, self.name, block=True)
+        return self
+
+    def __exit__(self, *exc):
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass   # a read-only folder now: the next holder reuses it
+            os.close(fd)
+
+
+def _lock_file(path, name=None, block=True, create=True):
+    """Open and lock path, made if missing (unless not create: then None
+    when it is missing); the fd, or None when not block and another
+    process holds it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC |
+                         (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            continue
+        except PermissionError as e:
+            raise NotWritable(name or os.path.basename(path),
+                              os.path.dirname(path), e.strerror) from None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX |
+                                (0 if block else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    os.close(fd)
+                    return None
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == \
+                    (mine.st_dev, mine.st_ino):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        # Deleted (or replaced) by its holder meanwhile: try again.
+        os.close(fd)
+
+
+def _lock_file_held(path):
+    fd = _lock_file(path, block=False, create=False)
+    if fd is None and not os.path.exists(path):
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _remove_lock_file(path):
+    # Only a lock file nobody holds, deleted while we hold it.
+    fd = _lock_file(path, block=False, create=False)
+    if fd is None:
+        return
+    try:
+        _unlink(path)
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path):
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
 
 
 def _unlink(path):

@@ -11,6 +11,13 @@ into SQL.  Snapshots are FileStorage files in a local folder; a load
 (revert, restore) fills a new database and swaps it in with two renames in
 one transaction, so a crash leaves the old data or the new.
 
+A tenant's database carries its tenant id in its comment (``COMMENT ON
+DATABASE``, kept across renames, not copied by ``CREATE DATABASE ...
+TEMPLATE``), set before the database takes its final name: ``repair``
+knows a database by that id, whatever the configuration's dsn looks like.
+Records hold the dsn without its password: the configuration's (or
+libpq's passfile, ``PGPASSWORD``) is used at each connection.
+
 A schema per tenant (one database, ``search_path``) does not work with
 RelStorage 4.3: its schema installer checks its stored procedures
 without regard to the search path and fails with "Could not get version
@@ -18,7 +25,6 @@ information after installing the stored procedures".
 """
 import contextlib
 import functools
-import glob
 import os
 import re
 import shutil
@@ -28,15 +34,36 @@ import uuid
 from zope.interface import implementer
 
 from multidb.errors import InvalidName
+from multidb.errors import MissingStorage
 from multidb.errors import NotConfigured
+from multidb.errors import NotWritable
+from multidb.errors import StorageInTheWay
 from multidb.interfaces import IBackend
+from multidb.retry import lost_connection
 from multidb.tenants.archive import tmp_name
+from multidb.tenants.catalog import SECRET_DSN_KEYS
+from multidb.tenants.catalog import is_tenant_id
+from multidb.tenants.catalog import new_tenant_id
+from multidb.tenants.catalog import strip_credentials
 
 PLACEHOLDER = '{name}'
 # PostgreSQL truncates identifiers longer than this, silently.
 MAX_IDENTIFIER = 63
 # Temporary databases carry a character no tenant name has.
 _TEMP_MARK = '~'
+# What a temporary database's name adds to the tenant's: '~', a kind of
+# three letters and six hex digits.  A tenant's database name leaves room
+# for it, so that a temporary name is never truncated (and always says
+# whose it is).
+_TEMP_LENGTH = 10
+# The comment of a tenant's database: this and its tenant id.
+_ID_MARK = 'multidb-tenant-id:'
+# The comment of a template database: this and its kind (hf or hp).
+_TEMPLATE_MARK = 'multidb-template:'
+# Temporary files of snapshots, dumps and loads (and FileStorage's own
+# companions of those it opens).
+_TMP_RE = re.compile(r'\A\..+\.\d+\.multidb-tmp'
+                     r'(?:\.(?:index|lock|tmp|old|pack))?\Z')
 
 
 def _psycopg2():
@@ -73,14 +100,17 @@ class RelStorageBackend:
                  snapshot_dir=None, **options):
         pg = _psycopg2()
         if dsn.count(PLACEHOLDER) != 1:
-            raise ValueError(f"the tenant dsn {dsn!r} must contain"
-                             f" {PLACEHOLDER} exactly once")
+            raise ValueError(f"the tenant dsn {strip_credentials(dsn)!r}"
+                             f" must contain {PLACEHOLDER} exactly once")
         probe = pg.extensions.parse_dsn(dsn.replace(PLACEHOLDER, 'x'))
         dbname = probe.get('dbname', '')
         if 'x' not in dbname:
-            raise ValueError(f"the tenant dsn {dsn!r} must hold {PLACEHOLDER}"
-                             f" in its dbname")
+            raise ValueError(f"the tenant dsn {strip_credentials(dsn)!r}"
+                             f" must hold {PLACEHOLDER} in its dbname")
         self.dsn = dsn
+        # The secrets of the configured dsn: added at each connection to a
+        # recorded dsn, which holds none.
+        self._secrets = {k: probe[k] for k in SECRET_DSN_KEYS if k in probe}
         # Tenant names are lowercase: an uppercase marker cannot clash.
         self._prefix, self._suffix = pg.extensions.parse_dsn(
             dsn.replace(PLACEHOLDER, 'MULTIDBNAME'))['dbname'].split(
@@ -89,38 +119,64 @@ class RelStorageBackend:
             dsn.replace(PLACEHOLDER, 'x'), dbname='postgres')
         self.options = dict(options)
         self.keep_history = bool(self.options.get('keep_history', True))
-        self.template = template or (
-            'multidb_template_' + ('hp' if self.keep_history else 'hf'))
+        self._explicit_template = template
+        self.template = self.template_for(self.keep_history)
         self.snapshot_dir = snapshot_dir
         self._template_lock = threading.Lock()
-        # The admin connection of the operation this thread runs, if any
-        # (see name_lock).
+        # The admin connection of the operation this thread runs, if any,
+        # and the advisory locks it holds (see name_lock).
         self._local = threading.local()
-        self._template_ready = False
+        self._templates_ready = set()
+        self._name_re = re.compile(re.escape(self._prefix) +
+                                   r'([a-z][a-z0-9_-]*)' +
+                                   re.escape(self._suffix) + r'\Z')
 
     def __repr__(self):
         return (f"<RelStorageBackend {self._prefix}{PLACEHOLDER}"
                 f"{self._suffix}>")
 
+    def template_for(self, keep_history):
+        """The template database of tenants of that kind: the configured
+        one for the configured kind; for the other kind (tenants made
+        before keep-history changed), the default name, or the configured
+        name with _hp or _hf."""
+        keep_history = bool(keep_history)
+        kind = 'hp' if keep_history else 'hf'
+        if self._explicit_template is None:
+            return 'multidb_template_' + kind
+        if keep_history == self.keep_history:
+            return self._explicit_template
+        return f'{self._explicit_template}_{kind}'
+
+    def _templates(self):
+        return {self.template_for(True), self.template_for(False)}
+
     # -- SQL ----------------------------------------------------------------
 
     def _admin(self, *statements, params=None, fetch=False):
-        """Run statements on the admin connection, each in autocommit
-        (CREATE and DROP DATABASE refuse transaction blocks)."""
-        held = getattr(self._local, 'conn', None)
-        conn = held or _psycopg2().connect(self.admin_dsn)
+        """Run statements on an admin connection of their own, each in
+        autocommit (CREATE and DROP DATABASE refuse transaction blocks).
+
+        Not on the connection that holds the operation's lock: that one
+        sits idle while data is copied, and a connection lost while idle
+        (a server restart, an idle timeout) must not fail the statement
+        that happens to come next; check_lock finds it out."""
+        conn = _psycopg2().connect(self.admin_dsn)
         try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                rows = None
-                for stmt in statements:
-                    cur.execute(stmt, params)
-                    if fetch:
-                        rows = cur.fetchall()
-                return rows
+            return self._execute(conn, statements, params, fetch)
         finally:
-            if conn is not held:
-                conn.close()
+            conn.close()
+
+    @staticmethod
+    def _execute(conn, statements, params, fetch):
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            rows = None
+            for stmt in statements:
+                cur.execute(stmt, params)
+                if fetch:
+                    rows = cur.fetchall()
+            return rows
 
     @staticmethod
     def _ident(name):
@@ -135,78 +191,264 @@ class RelStorageBackend:
             'SELECT 1 FROM pg_database WHERE datname = %s',
             params=(dbname,), fetch=True))
 
-    def _open_relstorage(self, dsn):
-        from relstorage.adapters.postgresql import PostgreSQLAdapter
+    def _with_secrets(self, dsn):
+        # A recorded dsn holds no password: the configuration's, if it has
+        # one (else libpq's passfile or PGPASSWORD).
+        if not self._secrets:
+            return dsn
+        pg = _psycopg2()
+        params = pg.extensions.parse_dsn(dsn)
+        for key, value in self._secrets.items():
+            params.setdefault(key, value)
+        return pg.extensions.make_dsn(**params)
+
+    def _options(self, keep_history=None, **changes):
         from relstorage.options import Options
+        options = dict(self.options, **changes)
+        if keep_history is not None:
+            options['keep_history'] = bool(keep_history)
+        return Options(**options)
+
+    def _open_relstorage(self, dsn, options=None):
+        from relstorage.adapters.postgresql import PostgreSQLAdapter
         from relstorage.storage import RelStorage
-        options = Options(**self.options)
+        options = options if options is not None else self._options()
         return RelStorage(PostgreSQLAdapter(dsn=dsn, options=options),
                           options=options)
 
-    def ensure_template(self):
-        """Make the template database, with RelStorage's schema, once."""
+    def ensure_template(self, keep_history=None, template=None):
+        """Make the template database of tenants of that kind (default:
+        the configured kind), with RelStorage's schema, once, and return
+        its name (template, or the configured one of the kind); processes
+        take turns (an advisory lock), so two never race to make it."""
+        if keep_history is None:
+            keep_history = self.keep_history
+        template = template or self.template_for(keep_history)
         with self._template_lock:
-            if self._template_ready:
-                return
-            if not self._database_exists(self.template):
-                tmp = self.template + _TEMP_MARK + uuid.uuid4().hex[:8]
-                self._admin(self._sql('CREATE DATABASE {}', tmp))
-                try:
-                    # RelStorage lays down its schema in an empty database.
-                    self._open_relstorage(self._dsn_for_db(tmp)).close()
-                    self._admin(self._sql('ALTER DATABASE {} RENAME TO {}',
-                                          tmp, self.template))
-                except BaseException:
-                    self._admin(self._sql(
-                        'DROP DATABASE IF EXISTS {} WITH (FORCE)', tmp))
-                    raise
-            self._template_ready = True
+            if template in self._templates_ready:
+                return template
+            with self._advisory_lock('multidb-template:' + template):
+                if not self._database_exists(template):
+                    tmp = self._temp_name(template, 'mak')
+                    try:
+                        # Known as a template by what it is (repair).
+                        self._admin(
+                            self._sql('CREATE DATABASE {}', tmp),
+                            self._comment(tmp, _TEMPLATE_MARK + (
+                                'hp' if keep_history else 'hf')))
+                        # RelStorage lays down its schema in an empty
+                        # database.
+                        self._open_relstorage(
+                            self._dsn_for_db(tmp),
+                            self._options(keep_history)).close()
+                        self._admin(self._sql(
+                            'ALTER DATABASE {} RENAME TO {}', tmp, template))
+                    except BaseException:
+                        self._drop_quietly(tmp)
+                        raise
+            self._templates_ready.add(template)
+        return template
 
     def _dsn_for_db(self, dbname):
         return dsn_with(self.dsn.replace(PLACEHOLDER, 'x'), dbname=dbname)
+
+    @staticmethod
+    def _temp_name(dbname, kind):
+        return dbname + _TEMP_MARK + kind + uuid.uuid4().hex[:6]
+
+    def _drop_quietly(self, dbname):
+        # Cleaning up after a failure: a failure here leaves a temporary
+        # database that repair drops; the first error is the one to see.
+        try:
+            self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
+                                  dbname))
+        except Exception:
+            pass
+
+    # -- locks ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, key):
+        """A PostgreSQL advisory lock on key, held by a connection of its
+        own (released by the server if we die)."""
+        conn = _psycopg2().connect(self.admin_dsn)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute('SELECT pg_advisory_lock(hashtext(%s))', (key,))
+            yield
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def name_lock(self, name):
         """Serialize lifecycle operations on one tenant name across
         processes: a PostgreSQL advisory lock, held by a connection of its
-        own for the operation (released by the server if we die)."""
-        if getattr(self._local, 'conn', None) is not None:
-            # Nested (clone holds two names): one connection holds both.
-            conn, outer = self._local.conn, True
-        else:
-            conn, outer = _psycopg2().connect(self.admin_dsn), False
+        own for the operation (released by the server if we die, or if
+        the connection is lost: see check_lock)."""
+        local = self._local
+        key = 'multidb:' + self._prefix + name
+        if not getattr(local, 'keys', None):
+            local.conn, local.keys, local.lost = None, [key], False
+            try:
+                local.conn = self._lock_connection([key])
+                yield
+            finally:
+                conn, local.conn, local.keys = local.conn, None, []
+                if conn is not None:
+                    conn.close()
+            return
+        # Nested (clone holds two names): one connection holds both.
+        local.keys.append(key)
         try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute('SELECT pg_advisory_lock(hashtext(%s))',
-                            ('multidb:' + self._prefix + name,))
-            # The operation's own admin statements use this connection:
-            # two connects fewer per create.
-            self._local.conn = conn
+            try:
+                if local.conn is None:
+                    raise _psycopg2().InterfaceError(
+                        'connection already closed')
+                self._lock_on(local.conn, [key])
+            except Exception as e:
+                if local.conn is not None and not (
+                        local.conn.closed or lost_connection(e)):
+                    raise
+                self._relock()
             yield
         finally:
-            if outer:
-                with conn.cursor() as cur:
-                    cur.execute('SELECT pg_advisory_unlock(hashtext(%s))',
-                                ('multidb:' + self._prefix + name,))
-            else:
-                self._local.conn = None
-                conn.close()
+            local.keys.remove(key)
+            conn = local.conn
+            if conn is not None and not conn.closed:
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute('SELECT pg_advisory_unlock(hashtext(%s))',
+                                    (key,))
+                except Exception:
+                    pass   # the session is gone, and its locks with it
+
+    def _lock_connection(self, keys):
+        conn = _psycopg2().connect(self.admin_dsn)
+        try:
+            conn.autocommit = True
+            self._lock_on(conn, keys)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _lock_on(conn, keys):
+        with conn.cursor() as cur:
+            for key in keys:
+                cur.execute('SELECT pg_advisory_lock(hashtext(%s))', (key,))
+
+    def _relock(self):
+        """Take this thread's advisory locks again on a new connection
+        (waiting for whoever took them meanwhile); say so (local.lost)."""
+        local = self._local
+        local.lost = True
+        old, local.conn = local.conn, None
+        try:
+            old.close()
+        except Exception:
+            pass
+        local.conn = self._lock_connection(local.keys)
+
+    def check_lock(self, name):
+        """Before a commit: is the operation's lock still held?  False
+        when it was held all along; True when its connection was lost
+        (and the server released it) since the operation began: the lock
+        is taken again (waiting for whoever took it meanwhile), and the
+        operation must check that what it made is still there and its
+        own before it commits.  Raises a lost connection's error when the
+        lock cannot be taken again."""
+        local = self._local
+        if not getattr(local, 'keys', None):
+            return False   # no operation holds a lock in this thread
+        conn = local.conn
+        try:
+            if conn is None:
+                raise _psycopg2().InterfaceError('connection already closed')
+            with conn.cursor() as cur:
+                cur.execute('SELECT 1')
+        except Exception as e:
+            if conn is not None and not (conn.closed or lost_connection(e)):
+                raise
+            self._relock()
+        lost, local.lost = local.lost, False
+        return lost
 
     # -- settings and factories --------------------------------------------
 
     def settings_for(self, name):
+        """A new tenant's settings: its database, the dsn without secrets,
+        its kind (history or not) and a new tenant id."""
         dbname = self._prefix + name + self._suffix
-        if len(dbname.encode('utf-8')) > MAX_IDENTIFIER:
+        limit = MAX_IDENTIFIER - _TEMP_LENGTH
+        if len(dbname.encode('utf-8')) > limit:
             raise InvalidName(name, f"the database name {dbname!r} would be"
-                                    f" longer than PostgreSQL's"
-                                    f" {MAX_IDENTIFIER} bytes")
+                                    f" longer than {limit} bytes"
+                                    f" (PostgreSQL's {MAX_IDENTIFIER} bytes,"
+                                    f" less {_TEMP_LENGTH} for multidb's"
+                                    f" temporary names)")
         return {'kind': self.kind, 'dbname': dbname,
-                'dsn': self.dsn.replace(PLACEHOLDER, name),
-                'keep_history': self.keep_history}
+                'dsn': strip_credentials(self.dsn.replace(PLACEHOLDER, name)),
+                'keep_history': self.keep_history,
+                'template': self.template,
+                'id': new_tenant_id()}
 
-    def factory(self, settings):
-        return functools.partial(self._open_relstorage, settings['dsn'])
+    def relocated(self, record_settings, name):
+        """The settings of the current configuration for the recorded
+        tenant name: the dsn as configured now (without secrets), its own
+        id and kind."""
+        new = self.settings_for(name)
+        for key in ('keep_history', 'template'):
+            if key in record_settings:
+                new[key] = record_settings[key]
+            else:
+                del new[key]
+        if 'id' in record_settings:
+            new['id'] = record_settings['id']
+        else:
+            del new['id']
+        return new
+
+    def factory(self, settings, *, name=None, create=False):
+        """Opens the tenant's database, as recorded (its dsn and kind);
+        never makes a schema unless create (a database dropped and made
+        again empty must not look like an empty tenant)."""
+        return functools.partial(self._open_tenant, dict(settings), name,
+                                 create)
+
+    def _open_tenant(self, settings, name, create):
+        options = self._options(
+            settings.get('keep_history', self.keep_history),
+            **({} if create else {'create_schema': False}))
+        try:
+            return self._open_relstorage(
+                self._with_secrets(settings['dsn']), options)
+        except Exception as e:
+            try:
+                detail = self._missing(settings)
+            except Exception:
+                detail = None   # the server is away: the error says so
+            if detail is None:
+                raise
+            raise MissingStorage(name or settings['dbname'],
+                                 self.describe(settings), detail) from e
+
+    def _missing(self, settings):
+        # Why the tenant's database is not the tenant's, or None.
+        rows = self._admin(
+            'SELECT shobj_description(oid, %s) FROM pg_database'
+            ' WHERE datname = %s', params=('pg_database', settings['dbname']),
+            fetch=True)
+        if not rows:
+            return 'does not exist'
+        tid = settings.get('id')
+        found = _parse_id(rows[0][0])
+        if tid is not None and found != tid:
+            return ('is not the tenant\'s: it carries '
+                    + ('no tenant id' if found is None
+                       else f'the id of another tenant ({found})'))
+        return None
 
     def describe(self, settings):
         return f"postgresql database {settings['dbname']!r}"
@@ -214,20 +456,117 @@ class RelStorageBackend:
     def exists(self, settings):
         return self._database_exists(settings['dbname'])
 
+    def identify(self, settings):
+        """The tenant id in the comment of settings' database, or None."""
+        rows = self._admin(
+            'SELECT shobj_description(oid, %s) FROM pg_database'
+            ' WHERE datname = %s', params=('pg_database', settings['dbname']),
+            fetch=True)
+        return _parse_id(rows[0][0]) if rows else None
+
+    def same_place(self, a, b):
+        """Do a and b name the same database (on the configured server:
+        a dsn's spelling says nothing)?"""
+        return a['dbname'] == b['dbname']
+
+    def place_key(self, settings):
+        return settings['dbname']
+
     # -- making and destroying -----------------------------------------------
 
     def prepare(self, settings):
-        """CREATE DATABASE from the template (which holds the schema)."""
-        self.ensure_template()
-        self._admin(self._sql('CREATE DATABASE {} TEMPLATE {}',
-                              settings['dbname'], self.template))
+        """CREATE DATABASE from the template (which holds the schema),
+        under a temporary name, marked with the tenant id, then renamed:
+        the tenant's database carries its id from the moment it has its
+        name."""
+        keep_history = settings.get('keep_history', self.keep_history)
+        template = self.ensure_template(keep_history,
+                                        settings.get('template'))
+        dbname = settings['dbname']
+        tid = settings.get('id')
+        if tid is None:   # a tenant recorded before ids were kept
+            self._admin(self._sql('CREATE DATABASE {} TEMPLATE {}', dbname,
+                                  template))
+            return
+        tmp = self._temp_name(dbname, 'mak')
+        try:
+            # One connection, three statements, each its own transaction.
+            self._admin(
+                self._sql('CREATE DATABASE {} TEMPLATE {}', tmp, template),
+                self._comment(tmp, _ID_MARK + tid),
+                self._sql('ALTER DATABASE {} RENAME TO {}', tmp, dbname))
+        except BaseException:
+            self._drop_quietly(tmp)
+            raise
+
+    def mark(self, settings):
+        """Store settings' tenant id with the database (relocate gives
+        records made before ids were kept their id)."""
+        self._mark(settings['dbname'], settings['id'])
+
+    def _mark(self, dbname, tid):
+        self._admin(self._comment(dbname, _ID_MARK + tid))
+
+    @staticmethod
+    def _comment(dbname, text):
+        sql = _psycopg2().sql
+        return sql.SQL('COMMENT ON DATABASE {} IS {}').format(
+            sql.Identifier(dbname), sql.Literal(text))
+
+    def check_destroy(self, settings, name=None):
+        """Raise NotWritable when the admin role could not drop the
+        tenant's database, or its snapshot folder is not writable (checked
+        before a drop commits)."""
+        rows = self._admin(
+            'SELECT pg_has_role(current_user, datdba, %s) OR (SELECT'
+            ' rolsuper FROM pg_roles WHERE rolname = current_user)'
+            ' FROM pg_database WHERE datname = %s',
+            params=('MEMBER', settings['dbname']), fetch=True)
+        if rows and not rows[0][0]:
+            raise NotWritable(name or settings['dbname'],
+                              self.describe(settings),
+                              "the admin role neither owns it nor is a"
+                              " superuser")
+        d = self._snapshot_folder(settings, create=False)
+        if d and os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
+            raise NotWritable(name or settings['dbname'], d,
+                              "Permission denied")
 
     def destroy(self, settings):
+        """Drop the tenant's database and delete its snapshots.
+
+        With an id in settings, only a database carrying that id is
+        dropped: another tenant's database of that name is left alone, and
+        one carrying no id raises StorageInTheWay.  Without one (a record
+        made before ids were kept), the database of that name is
+        dropped."""
+        dbname = settings['dbname']
+        tid = settings.get('id')
+        if tid is not None:
+            rows = self._admin(
+                'SELECT shobj_description(oid, %s) FROM pg_database'
+                ' WHERE datname = %s', params=('pg_database', dbname),
+                fetch=True)
+            if rows:
+                found = _parse_id(rows[0][0])
+                if found is None:
+                    raise StorageInTheWay(self._name_of(dbname),
+                                          self.describe(settings),
+                                          "carries no tenant id")
+                if found != tid:
+                    return   # another tenant's now: not ours to drop
         self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
-                              settings['dbname']))
+                              dbname))
         d = self._snapshot_folder(settings, create=False)
         if d:
-            shutil.rmtree(d, ignore_errors=True)
+            try:
+                shutil.rmtree(d)
+            except FileNotFoundError:
+                pass
+
+    def _name_of(self, dbname):
+        m = self._name_re.match(dbname)
+        return m.group(1) if m else dbname
 
     def is_locked(self, settings):
         return bool(self._admin(
@@ -235,38 +574,89 @@ class RelStorageBackend:
             params=(settings['dbname'],), fetch=True))
 
     def scan(self):
+        """Yield (name, settings) for every tenant database of the server
+        (with the id in its comment, if any), and for snapshot folders
+        left without their database."""
         rows = self._admin(
-            'SELECT datname FROM pg_database WHERE NOT datistemplate',
-            fetch=True)
-        pat = re.compile(re.escape(self._prefix) + r'([a-z][a-z0-9_-]*)' +
-                         re.escape(self._suffix) + r'\Z')
-        for (dbname,) in rows:
-            m = pat.match(dbname)
-            if m and dbname != self.template:
-                name = m.group(1)
-                yield name, {'kind': self.kind, 'dbname': dbname,
-                             'dsn': self.dsn.replace(PLACEHOLDER, name),
-                             'keep_history': self.keep_history}
+            'SELECT datname, shobj_description(oid, %s) FROM pg_database'
+            ' WHERE NOT datistemplate', params=('pg_database',), fetch=True)
+        templates = self._templates()
+        seen = set()
+        for dbname, comment in sorted(rows):
+            m = self._name_re.match(dbname)
+            if comment and comment.startswith(_TEMPLATE_MARK):
+                seen.add(dbname)
+                continue   # a template (of either kind), not a tenant
+            if m and dbname not in templates:
+                seen.add(dbname)
+                settings = {'kind': self.kind, 'dbname': dbname,
+                            'present': True}
+                tid = _parse_id(comment)
+                if tid is not None:
+                    settings['id'] = tid
+                yield m.group(1), settings
+        if self.snapshot_dir and os.path.isdir(self.snapshot_dir):
+            for dbname in sorted(os.listdir(self.snapshot_dir)):
+                m = self._name_re.match(dbname)
+                if m and dbname not in seen and os.path.isdir(
+                        os.path.join(self.snapshot_dir, dbname)):
+                    yield m.group(1), {'kind': self.kind, 'dbname': dbname,
+                                       'present': False}
 
     def stray_files(self):
+        """What multidb may have left behind, as (tenant name or None,
+        path): temporary files of the snapshot folder, and temporary
+        databases (``postgresql:<name>``) of a crashed create, load or
+        template creation."""
         found = []
         if self.snapshot_dir:
-            found = glob.glob(os.path.join(glob.escape(self.snapshot_dir),
-                                           '**', '.*.multidb-tmp'),
-                              recursive=True)
-        # Temporary databases of a crashed load or template creation.
-        rows = self._admin('SELECT datname FROM pg_database WHERE datname'
-                           ' LIKE %s', params=(f'%{_TEMP_MARK}%',),
-                           fetch=True)
-        for (dbname,) in rows:
-            if dbname.startswith((self._prefix, self.template)):
-                found.append(f'postgresql:{dbname}')
+            for dirpath, dirs, files in os.walk(self.snapshot_dir):
+                dirs.sort()
+                m = self._name_re.match(os.path.basename(dirpath)) \
+                    if dirpath != self.snapshot_dir else None
+                for f in sorted(files):
+                    if _TMP_RE.match(f):
+                        found.append((m.group(1) if m else None,
+                                      os.path.join(dirpath, f)))
+        rows = self._admin(
+            'SELECT datname, shobj_description(oid, %s) FROM pg_database'
+            ' WHERE datname LIKE %s', params=('pg_database', f'%{_TEMP_MARK}%'),
+            fetch=True)
+        for dbname, comment in sorted(rows):
+            if self._template_temp(dbname, comment):
+                found.append((None, f'postgresql:{dbname}'))
+                continue
+            m = self._name_re.match(dbname.split(_TEMP_MARK, 1)[0])
+            if m:
+                found.append((m.group(1), f'postgresql:{dbname}'))
         return found
+
+    def _template_temp(self, dbname, comment):
+        # A template being made (or whose making crashed): its comment
+        # says so, or its name (a crash before the comment).
+        return bool(comment and comment.startswith(_TEMPLATE_MARK)) or \
+            dbname.split(_TEMP_MARK, 1)[0] in self._templates()
+
+    def stray_in_use(self, path):
+        """A temporary database of a template being made: its maker holds
+        the template's lock (see remove_stray)."""
+        return False
 
     def remove_stray(self, path):
         if path.startswith('postgresql:'):
-            self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
-                                  path[len('postgresql:'):]))
+            dbname = path[len('postgresql:'):]
+            base = dbname.split(_TEMP_MARK, 1)[0]
+            lock = contextlib.nullcontext()
+            rows = self._admin(
+                'SELECT shobj_description(oid, %s) FROM pg_database'
+                ' WHERE datname = %s', params=('pg_database', dbname),
+                fetch=True)
+            if rows and self._template_temp(dbname, rows[0][0]):
+                # Being made right now, maybe: its maker holds this lock.
+                lock = self._advisory_lock('multidb-template:' + base)
+            with lock:
+                self._admin(self._sql(
+                    'DROP DATABASE IF EXISTS {} WITH (FORCE)', dbname))
         else:
             try:
                 os.unlink(path)
@@ -284,12 +674,14 @@ class RelStorageBackend:
         fs = FileStorage(tmp, create=True)
         # A storage instance of its own, polled now: the database's main
         # instance reads the snapshot of its last poll, maybe long ago.
-        source = db.storage.new_instance()
         try:
-            source.poll_invalidations()
-            fs.copyTransactionsFrom(source)
+            source = db.storage.new_instance()
+            try:
+                source.poll_invalidations()
+                fs.copyTransactionsFrom(source)
+            finally:
+                source.release()
         finally:
-            source.release()
             fs.close()
         try:
             f = open(tmp, 'rb')
@@ -302,16 +694,25 @@ class RelStorageBackend:
                     pass
 
     def load(self, settings, fs_path, progress=None):
-        """Fill a new database from the FileStorage file and swap it in."""
+        """Fill a new database from the FileStorage file and swap it in;
+        the new database carries the tenant's id before it has its
+        name."""
         from ZODB.FileStorage import FileStorage
-        self.ensure_template()
+        keep_history = settings.get('keep_history', self.keep_history)
+        # The tenant's own template (of its kind), whatever the
+        # configuration says now.
+        template = self.ensure_template(keep_history,
+                                        settings.get('template'))
         dbname = settings['dbname']
-        new = dbname + _TEMP_MARK + 'new' + uuid.uuid4().hex[:6]
-        old = dbname + _TEMP_MARK + 'old' + uuid.uuid4().hex[:6]
-        self._admin(self._sql('CREATE DATABASE {} TEMPLATE {}', new,
-                              self.template))
+        new = self._temp_name(dbname, 'new')
+        old = self._temp_name(dbname, 'old')
+        marks = () if settings.get('id') is None else (
+            self._comment(new, _ID_MARK + settings['id']),)
         try:
-            storage = self._open_relstorage(self._dsn_for_db(new))
+            self._admin(self._sql('CREATE DATABASE {} TEMPLATE {}', new,
+                                  template), *marks)
+            storage = self._open_relstorage(self._dsn_for_db(new),
+                                            self._options(keep_history))
             try:
                 src = FileStorage(fs_path, read_only=True)
                 try:
@@ -338,12 +739,11 @@ class RelStorageBackend:
             finally:
                 conn.close()
         except BaseException:
-            self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
-                                  new))
+            self._drop_quietly(new)
             raise
         if exists:
-            self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
-                                  old))
+            # A failure here leaves a temporary database for repair.
+            self._drop_quietly(old)
         try:
             os.unlink(fs_path)
         except FileNotFoundError:
@@ -366,10 +766,14 @@ class RelStorageBackend:
                             snapshot_id + '.fs')
 
     def snapshot_ids(self, settings):
+        """The snapshot ids found on disk (files named as multidb names
+        snapshots; anything else there is not multidb's)."""
+        from multidb.backends.filestorage import SNAPSHOT_FILE
         d = self._snapshot_folder(settings, create=False)
         if not d or not os.path.isdir(d):
             return []
-        return [n[:-3] for n in os.listdir(d) if n.endswith('.fs')]
+        return [n[:-3] for n in sorted(os.listdir(d))
+                if SNAPSHOT_FILE.match(n)]
 
     def remove_snapshot(self, settings, snapshot_id):
         try:
@@ -380,3 +784,11 @@ class RelStorageBackend:
     def tmp_path(self, settings):
         return tmp_name(os.path.join(self._snapshot_folder(settings),
                                      'load.fs'))
+
+
+def _parse_id(comment):
+    if comment and comment.startswith(_ID_MARK):
+        tid = comment[len(_ID_MARK):].strip()
+        if is_tenant_id(tid):
+            return tid
+    return None

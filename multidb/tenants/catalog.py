@@ -9,6 +9,8 @@ changes to different tenants in one bucket.
 """
 import dataclasses
 import datetime
+import re
+import uuid
 from typing import Optional
 
 from BTrees.OOBTree import OOBTree
@@ -20,6 +22,58 @@ CATALOG_KEY = 'multidb.tenants'
 SERIAL_KEY = 'multidb.tenants.serial'
 
 UTC = datetime.timezone.utc
+
+
+#: The keys of a libpq connection string that are secrets: never recorded,
+#: printed, logged or archived (they come from the configuration, libpq's
+#: passfile or PGPASSWORD at each use).
+SECRET_DSN_KEYS = ('password', 'sslpassword')
+
+
+def new_tenant_id():
+    """A new tenant id: recorded in the tenant's catalog record and stored
+    with its storage when the storage is made, so that ``repair`` knows a
+    storage by what it is, not by where the configuration says it is."""
+    return uuid.uuid4().hex
+
+
+_TENANT_ID = re.compile(r'[0-9a-f]{32}\Z')
+
+
+def is_tenant_id(value):
+    return isinstance(value, str) and bool(_TENANT_ID.match(value))
+
+
+def strip_credentials(dsn):
+    """dsn (a libpq connection string, ``key=value`` or a URI) without its
+    secrets (``SECRET_DSN_KEYS``)."""
+    if not dsn or not any(k in dsn for k in SECRET_DSN_KEYS + (':', '@')):
+        return dsn
+    try:
+        import psycopg2.extensions
+    except ImportError:  # pragma: no cover (tenants on PostgreSQL need it)
+        return re.sub(r"(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)",
+                      '', dsn).strip()
+    try:
+        params = psycopg2.extensions.parse_dsn(dsn)
+    except Exception:
+        # Unparsable: show nothing of it rather than a secret.
+        return '(unparsable connection string)'
+    if not any(k in params for k in SECRET_DSN_KEYS) and '@' not in dsn:
+        return dsn
+    for key in SECRET_DSN_KEYS:
+        params.pop(key, None)
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def public_settings(settings):
+    """A copy of a record's storage settings fit to print, log or archive:
+    a ``dsn`` loses its secrets (records made before they were kept out
+    may still hold them)."""
+    out = dict(settings)
+    if isinstance(out.get('dsn'), str):
+        out['dsn'] = strip_credentials(out['dsn'])
+    return out
 
 
 def now():
@@ -75,10 +129,12 @@ class TenantRecord:
         return self.expires is not None and self.expires <= when
 
     def to_json(self):
-        """A JSON-able dict (for archives and ``multidb --json``)."""
+        """A JSON-able dict (for archives and ``multidb --json``); the
+        settings without credentials (records hold none, but those made
+        before they were kept out may)."""
         return {
             'name': self.name, 'kind': self.kind,
-            'settings': dict(self.settings), 'state': self.state,
+            'settings': public_settings(self.settings), 'state': self.state,
             'created': _iso(self.created), 'modified': _iso(self.modified),
             'expires': _iso(self.expires), 'labels': dict(self.labels),
             'snapshots': [s.to_json() for s in self.snapshots],

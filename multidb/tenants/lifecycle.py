@@ -18,6 +18,7 @@ Crash safety rests on three rules:
 import contextlib
 import functools
 import datetime
+import gc
 import importlib
 import logging
 import os
@@ -27,12 +28,18 @@ import time
 import uuid
 
 import transaction
+from transaction._transaction import Status
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
+from multidb.errors import CorruptArchive
 from multidb.errors import DatabaseInUse
+from multidb.errors import DropIncomplete
+from multidb.errors import MultiDBError
 from multidb.errors import NoSuchSnapshot
 from multidb.errors import NoSuchTenant
+from multidb.errors import ServerUnavailable
+from multidb.errors import StorageInTheWay
 from multidb.errors import TenantExists
 from multidb.errors import UnknownDatabase
 from multidb.glue import is_joined
@@ -40,7 +47,11 @@ from multidb.interfaces import INameResolver
 from multidb.interfaces import ITenants
 from multidb.names import check_tenant_name
 from multidb.retry import AttemptWithBackoff
+from multidb.retry import lost_connection
+from multidb.retry import retryable
 from multidb.tenants import archive as _archive
+from multidb.tenants.catalog import new_tenant_id
+from multidb.tenants.catalog import public_settings
 from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import Snapshot
 from multidb.tenants.catalog import now as _now
@@ -51,6 +62,8 @@ from multidb.tenants.catalog import tree as _tree
 log = logging.getLogger(__name__)
 
 EXPIRE_ACTIONS = ('drop', 'archive')
+# The lock files of FileStorageBackend.name_lock.
+_LOCK_SUFFIX = '.multidb-lock'
 
 
 def _crashpoint(step):
@@ -59,6 +72,12 @@ def _crashpoint(step):
     if os.environ.get('MULTIDB_CRASH_AT') == step:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+    # And for the race tests: MULTIDB_PAUSE_AT=step stops there (as a slow
+    # disk would) until a line comes on stdin.
+    if os.environ.get('MULTIDB_PAUSE_AT') == step:
+        import sys
+        print(f'PAUSED {step}', flush=True)
+        sys.stdin.readline()
 
 
 class _CrashBeforeCatalogFinish:
@@ -129,26 +148,99 @@ def _labels(labels):
     return out
 
 
+def _transient(error):
+    """Is error worth running the operation again?  See
+    ``multidb.backends.retryable``."""
+    return retryable(error)
+
+
 def _retrying(method):
     """Retry a lifecycle operation that lost a catalog write to another
-    process (ConflictError and other transient errors): each operation
-    undoes what it made when it fails, so running it again is safe."""
+    process (ConflictError and other transient errors) or its connection
+    to a server: each operation undoes what it made when it fails, so
+    running it again is safe."""
     @functools.wraps(method)
     def retry(self, *args, **kw):
-        policy = AttemptWithBackoff(self.attempts, initial=0.01,
-                                    maximum=0.5)
+        policy = self._policy()
         for _ in policy:
             try:
                 return method(self, *args, **kw)
-            except TransientError:
-                if policy.last:
+            except Exception as e:
+                if not _transient(e):
                     raise
+                if policy.last:
+                    if not lost_connection(e):
+                        raise
+                    # Said as such, not as the driver's error.
+                    name = kw.get('name') or (args[0] if args else None)
+                    if method.__name__ == 'restore':
+                        name = (args[1] if len(args) > 1 else None) or \
+                            os.fspath(args[0])
+                    raise ServerUnavailable(
+                        method.__name__, name, policy.attempts, e,
+                        f"whether it took effect is unknown: see 'multidb"
+                        f" show {name}' once the server is back") from e
+                log.info("%s: attempt %d of %d failed with %s: retrying",
+                         method.__name__, policy.attempt, policy.attempts,
+                         type(e).__name__)
     return retry
+
+
+def _committed_anyway(txn, error):
+    """Did txn commit although error was raised?  A transaction's commit
+    raises after it took effect when a synchronizer fails (ZODB's
+    connections poll their storages for the next transaction then, and a
+    lost PostgreSQL connection fails the poll).  The commit stands: the
+    error is logged, and the operation goes on as committed."""
+    if txn is not None and txn.status is Status.COMMITTED:
+        log.warning("a commit took effect, then failed with %s: %s",
+                    type(error).__name__, error)
+        return True
+    return False
+
+
+def _same_tenant(a, b):
+    """Are the storage settings a and b those of one tenant: the same
+    tenant id (or both without one: records made before ids were
+    kept)?"""
+    return a.get('id') == b.get('id')
 
 
 def new_snapshot_id(when):
     # Sortable by time, unique without coordination.
     return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
+
+
+class _LockLost(TransientError):
+    """The lock of an operation was lost (with its server connection) and
+    what the operation made changed meanwhile: it starts over."""
+
+    multidb_lost_connection = True
+
+
+class _Opener:
+    """A tenant's storage factory, as declared in the collection: it opens
+    the recorded storage, and never makes one (a recorded tenant whose
+    storage is gone raises MissingStorage), except for the create that
+    makes the tenant, at its first open."""
+
+    __slots__ = ('backend', 'settings', 'name', 'create')
+
+    def __init__(self, backend, rec, create=False):
+        self.backend = backend
+        self.settings = rec.settings
+        self.name = rec.name
+        self.create = create
+
+    def __call__(self):
+        storage = self.backend.factory(self.settings, name=self.name,
+                                       create=self.create)()
+        self.create = False
+        return storage
+
+    def __repr__(self):
+        return (f"<tenant {self.name!r} at"
+                f" {self.backend.describe(self.settings)}>")
 
 
 class _Reserved:
@@ -176,12 +268,19 @@ class Tenants:
     arguments for tenant databases; init: a callable ``init(root)`` or a
     dotted name, run on create; expire_action: 'drop' or 'archive', with
     archive_dir for the latter; in_use_timeout: how long drop, revert and
-    restore wait for groups using the tenant to close.
+    restore wait for groups using the tenant to close; archive_checksum:
+    'crc32' or 'sha256'; archive_key: the secret that signs archives and
+    checks the signature of those restored (bytes or str, at least 16
+    bytes; None: the environment variable ``MULTIDB_ARCHIVE_KEY``, read
+    at each archive and restore); archive_allow: what the pickles of a
+    restored archive may name besides the defaults (see
+    ``multidb.tenants.archive.PicklePolicy``).
     """
 
     def __init__(self, collection, *, catalog, backend, db_kwargs=None,
                  init=None, expire_action='drop', archive_dir=None,
-                 in_use_timeout=0, archive_checksum='crc32'):
+                 in_use_timeout=0, archive_checksum='crc32',
+                 archive_key=None, archive_allow=()):
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
@@ -196,10 +295,18 @@ class Tenants:
         self.archive_dir = archive_dir
         self.in_use_timeout = in_use_timeout
         # Tries of an operation that loses a catalog write to another
-        # process.
-        self.attempts = 5
+        # process (or its server connection), and the first pause between
+        # two (doubled each time, up to max_backoff, less a random part:
+        # processes that conflicted do not go on in step).  Processes
+        # creating tenants at the same time conflict often: BTrees cannot
+        # resolve two inserts past the end of one bucket.
+        self.attempts = 10
+        self.backoff = 0.02
+        self.max_backoff = 1.0
         _archive._hasher(archive_checksum)   # refuse a bad name now
         self.archive_checksum = archive_checksum
+        self.archive_key = archive_key
+        self.archive_policy = _archive.PicklePolicy(archive_allow)
         self._lock = threading.Lock()
         self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
@@ -211,6 +318,10 @@ class Tenants:
         # finishing a tenant and the catalog leaves data without a record,
         # which repair() deletes, never a record without data.
         collection.commit_last.add(catalog)
+
+    def _policy(self):
+        return AttemptWithBackoff(self.attempts, initial=self.backoff,
+                                  maximum=self.max_backoff)
 
     def __repr__(self):
         return (f"<multidb.Tenants catalog={self.catalog!r}"
@@ -225,15 +336,32 @@ class Tenants:
         # Writers take turns: commits of two threads to one bucket of the
         # catalog's tree (different names) raise ConflictError otherwise.
         tm = transaction.TransactionManager()
-        with self._catalog_lock if write else contextlib.nullcontext(), \
-                self.collection.transaction(tm) as g:
-            if write:
-                _crash_test_join(tm)
-            yield _tree(g.root(self.catalog), create=True), g
+        txn = None
+        try:
+            with self._catalog_lock if write else contextlib.nullcontext(), \
+                    self.collection.transaction(tm) as g:
+                txn = tm.get()
+                if write:
+                    _crash_test_join(tm)
+                yield _tree(g.root(self.catalog), create=True), g
+        except Exception as e:
+            if not _committed_anyway(txn, e):
+                raise
+
+    def _read(self, read):
+        """read(tree) in a catalog transaction, run again when the catalog
+        write of another process or a lost connection got in the way."""
+        policy = self._policy()
+        for _ in policy:
+            try:
+                with self._catalog() as (tree, _):
+                    return read(tree)
+            except Exception as e:
+                if policy.last or not _transient(e):
+                    raise
 
     def _record(self, name):
-        with self._catalog() as (tree, _):
-            return tree.get(name)
+        return self._read(lambda tree: tree.get(name))
 
     def get(self, name):
         """See ``ITenants.get``."""
@@ -244,8 +372,7 @@ class Tenants:
 
     def list(self):
         """See ``ITenants.list``."""
-        with self._catalog() as (tree, _):
-            return list(tree.values())
+        return self._read(lambda tree: list(tree.values()))
 
     def __contains__(self, name):
         return self._record(name) is not None
@@ -341,11 +468,11 @@ class Tenants:
                                   " group still holds its connections)")
         return True
 
-    def _declare(self, rec, private=False):
+    def _declare(self, rec, private=False, create=False):
         if rec.name in self.collection:
             return
         self.collection.declare(
-            rec.name, self.backend_for(rec).factory(rec.settings),
+            rec.name, _Opener(self.backend_for(rec), rec, create),
             origin=f'catalog {self.catalog!r}', private=private, dynamic=True,
             **self.db_kwargs)
         self._declared.add(rec.name)
@@ -390,6 +517,7 @@ class Tenants:
                 # And across processes, where the backend is shared.
                 for name, _ in slots:
                     stack.enter_context(self.backend.name_lock(name))
+                self._sync_catalog()
                 yield
         finally:
             for slot in acquired:
@@ -400,9 +528,97 @@ class Tenants:
                     if not slot[1]:
                         del self._busy[name]
 
+    def _sync_catalog(self):
+        """Make the catalog reads that follow see every commit finished
+        before now.  A ZEO client applies invalidations as they arrive, in
+        a thread of its own: a process that takes a name's lock just
+        released by another could read the catalog as it was before the
+        other's commit (and take its tenant for a leftover).  A round trip
+        to the server (ping) comes back after the invalidations sent
+        before it.  Other storages read the current state at each
+        transaction start."""
+        storage = self.collection[self.catalog].storage
+        try:
+            from ZEO.ClientStorage import ClientStorage
+        except ImportError:  # pragma: no cover (ZEO is a dependency)
+            return
+        if isinstance(storage, ClientStorage):
+            storage.ping()
+
     # -- create, clone, drop --------------------------------------------
 
-    @_retrying
+    def _attempts(self, operation, name, attempt, outcome, not_done):
+        """Run attempt() until it succeeds, up to self.attempts times while
+        it fails with a transient error (see _transient).  After each
+        failure outcome() says whether the operation took effect after all
+        (a commit that reached the catalog though the connection was lost
+        before the answer came back): its result, returned as the
+        operation's, or None.  When every attempt lost its connection,
+        ServerUnavailable says so, with not_done (what did not happen) or
+        that the state is unknown, when the server could not be asked."""
+        policy = self._policy()
+        for _ in policy:
+            try:
+                return attempt()
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                error = e
+            try:
+                done = outcome()
+                known = True
+            except Exception:
+                done, known = None, False
+            if done is not None:
+                log.info("%s of tenant %r: the commit went through although"
+                         " %s was raised", operation, name,
+                         type(error).__name__)
+                return done
+            if not policy.last:
+                log.info("%s of tenant %r: attempt %d of %d failed (%s:"
+                         " %s): retrying", operation, name, policy.attempt,
+                         policy.attempts, type(error).__name__, error)
+        if lost_connection(error):
+            raise ServerUnavailable(
+                operation, name, policy.attempts, error,
+                not_done if known else
+                f"whether it took effect is unknown: see 'multidb show"
+                f" {name}' once the server is back") from error
+        raise error
+
+    def _check_lock(self, name, settings=None):
+        """Before a commit: when the name's lock was lost (and taken
+        again) during the operation, another process may have worked on
+        the name meanwhile: what this operation made (the storage of
+        settings) must still be there and its own, or the operation
+        starts over."""
+        if self.backend.check_lock(name) and settings is not None and \
+                self.backend.identify(settings) != settings.get('id'):
+            raise _LockLost(f"tenant {name!r}: the lock was lost during the"
+                            f" operation, and what it made is gone")
+
+    def _committed(self, name, settings):
+        """The record of name if it is the tenant of settings (the same
+        tenant id), else None."""
+        current = self._record(name)
+        if current is not None and _same_tenant(current.settings, settings):
+            return current
+        return None
+
+    def _discard(self, name, settings):
+        """Delete what a failed create (clone, restore) made for the new
+        tenant of settings, unless its record was committed after all.
+        When that cannot be told, or the deletion fails, the storage is
+        left: it carries a tenant id that no record has, and repair (or
+        the next create of the name) deletes it."""
+        try:
+            if self._committed(name, settings) is None:
+                self.backend.destroy(settings)
+        except Exception:
+            log.warning("the storage of tenant %r at %s is left for repair",
+                        name, self.backend.describe(settings),
+                        exc_info=True)
+
     def create(self, name, *, expires=None, labels=None, init=None):
         """See ``ITenants.create``."""
         check_tenant_name(name, self._reserved())
@@ -413,103 +629,193 @@ class Tenants:
         if init is not None:
             init = resolve_dotted(init)
         backend = self.backend
-        settings = backend.settings_for(name)
+        # One tenant id for every attempt: an attempt whose commit went
+        # through although its connection was lost is known as ours.
+        rec = TenantRecord(name=name, kind=backend.kind,
+                           settings=backend.settings_for(name), created=when,
+                           modified=when, expires=expires, labels=labels)
+        return self._attempts(
+            'create', name, lambda: self._create(rec, init),
+            lambda: self._committed(name, rec.settings),
+            "the tenant was not created")
+
+    def _create(self, rec, init):
+        name, settings, backend = rec.name, rec.settings, self.backend
         with self._hold(name):
-            if self._record(name) is not None:
+            current = self._record(name)
+            if current is not None:
+                if _same_tenant(current.settings, settings):
+                    return current   # an earlier attempt committed
                 raise TenantExists(name)
             self._clear_leftover(name, settings)
-            rec = TenantRecord(name=name, kind=backend.kind,
-                               settings=settings, created=when,
-                               modified=when, expires=expires,
-                               labels=labels)
-            backend.prepare(settings)
-            # Private until the record is committed: nobody else can open
-            # (or write to) a tenant that does not exist yet.
-            self._declare(rec, private=True)
             try:
+                backend.prepare(settings)
+                # Private until the record is committed: nobody else can
+                # open (or write to) a tenant that does not exist yet.
+                # The only declaration that may make the storage.
+                self._declare(rec, private=True, create=True)
                 _crashpoint('create.declared')
                 tm = transaction.TransactionManager()
-                with self._catalog_lock, \
-                        self.collection.transaction(tm) as g:
-                    _crash_test_join(tm)
-                    root = g.root(name)       # makes the storage
-                    _crashpoint('create.storage-made')
-                    if init is not None:
-                        init(root)
-                    tree = _tree(g.root(self.catalog), create=True)
-                    if name in tree:          # another process won
-                        raise TenantExists(name)
-                    tree[name] = rec
-                    _bump(g.root(self.catalog))
-                self.collection.publish(name)
-                _crashpoint('create.committed')
+                txn = None
+                try:
+                    with self._catalog_lock, \
+                            self.collection.transaction(tm) as g:
+                        txn = tm.get()
+                        _crash_test_join(tm)
+                        root = g.root(name)       # makes the storage
+                        _crashpoint('create.storage-made')
+                        if init is not None:
+                            init(root)
+                        tree = _tree(g.root(self.catalog), create=True)
+                        if name in tree:          # another process won
+                            raise TenantExists(name)
+                        tree[name] = rec
+                        _bump(g.root(self.catalog))
+                        # The lock must still be held as the record
+                        # commits (PostgreSQL's is lost with its
+                        # connection).
+                        self._check_lock(name, settings)
+                except Exception as e:
+                    if not _committed_anyway(txn, e):
+                        raise
             except BaseException:
                 self._undeclare(name, timeout=0)
-                if self._record(name) is None:
-                    backend.destroy(settings)
+                self._discard(name, settings)
                 raise
+            # Committed: nothing from here on may fail the create.
+            self.collection.publish(name)
+            _crashpoint('create.committed')
         return rec
 
-    @_retrying
     def clone(self, source, name, *, expires=None, labels=None,
               progress=None):
         """See ``ITenants.clone``."""
         check_tenant_name(name, self._reserved())
         when = _now()
         expires = _expiry(expires, when)
+        labels = _labels(labels) if labels is not None else None
+        settings = self.backend.settings_for(name)   # see create
+        return self._attempts(
+            'clone', name,
+            lambda: self._clone(source, name, settings, when, expires,
+                                labels, progress),
+            lambda: self._committed(name, settings),
+            "the tenant was not created")
+
+    def _clone(self, source, name, settings, when, expires, labels,
+               progress):
+        backend = self.backend
         with self._hold(source, name):
             src = self.get(source)
-            if self._record(name) is not None:
+            current = self._record(name)
+            if current is not None:
+                if _same_tenant(current.settings, settings):
+                    return current   # an earlier attempt committed
                 raise TenantExists(name)
-            backend = self.backend
-            settings = backend.settings_for(name)
             self._clear_leftover(name, settings)
+            rec = TenantRecord(
+                name=name, kind=backend.kind, settings=settings,
+                created=when, modified=when, expires=expires,
+                labels=labels if labels is not None else dict(src.labels))
             tmp = backend.tmp_path(settings)
             try:
                 self._dump(src, tmp, progress)
                 _crashpoint('clone.copied')
                 backend.load(settings, tmp)
-            except BaseException:
-                _unlink(tmp)
-                backend.destroy(settings)
-                raise
-            _crashpoint('clone.loaded')
-            rec = TenantRecord(
-                name=name, kind=backend.kind, settings=settings,
-                created=when, modified=when, expires=expires,
-                labels=_labels(labels) if labels is not None
-                else dict(src.labels))
-            try:
+                _crashpoint('clone.loaded')
+                self._check_lock(name, settings)
                 self._commit_record(rec, new=True)
             except BaseException:
-                backend.destroy(settings)
+                _unlink(tmp)
+                self._discard(name, settings)
                 raise
             self._declare(rec)
         return rec
 
     def drop(self, name, *, archive_to=None, progress=None):
-        """See ``ITenants.drop``."""
-        with self._hold(name):
-            rec = self.get(name)
-            if archive_to is not None:
-                self._archive(rec, archive_to, progress)
-            self._undeclare(name)   # DatabaseInUse: nothing changed
-            _crashpoint('drop.closed')
-            try:
-                # Only the commit is retried: the archive is written.
-                _retrying(Tenants._remove_record)(self, name)
-            except BaseException:
-                self._declare(rec)
-                raise
-            _crashpoint('drop.committed')
-            self.backend_for(rec).destroy(rec.settings)
-        return rec
+        """See ``ITenants.drop``.
 
-    def _remove_record(self, name):
+        What can be checked is checked before the record's removal is
+        committed (the tenant's files or database may be deleted: see
+        ``IBackend.check_destroy``), and nothing changes when that fails.
+        Storage that cannot be deleted once the removal is committed makes
+        a partial success, ``DropIncomplete`` (the tenant is dropped; what
+        is left is for ``repair``)."""
+        seen = {}   # the record being dropped; whether it was archived
+
+        def attempt():
+            with self._hold(name):
+                rec = self.get(name)
+                if 'rec' in seen and not _same_tenant(
+                        rec.settings, seen['rec'].settings):
+                    return seen['rec']   # dropped, and made again since
+                seen['rec'] = rec
+                backend = self.backend_for(rec)
+                if archive_to is not None and 'archived' not in seen:
+                    self._archive(rec, archive_to, progress)
+                    seen['archived'] = True   # an attempt again: not twice
+                backend.check_destroy(rec.settings, name)
+                self._undeclare(name)   # DatabaseInUse: nothing changed
+                _crashpoint('drop.closed')
+                try:
+                    # (The removal checks that the record is still rec.)
+                    self._check_lock(name)
+                    self._remove_record(rec)
+                except BaseException:
+                    self._redeclare(rec)
+                    raise
+                _crashpoint('drop.committed')
+                self._destroy_dropped(rec)
+            return rec
+
+        def outcome():
+            # The removal was committed although the connection was lost
+            # (or another process dropped the tenant meanwhile).
+            rec = seen.get('rec')
+            if rec is None or self._committed(name, rec.settings) is not None:
+                return None
+            with self._hold(name):
+                self._destroy_dropped(rec)
+            return rec
+
+        return self._attempts('drop', name, attempt, outcome,
+                              "the tenant was not dropped")
+
+    def _redeclare(self, rec):
+        # A removal that failed: the tenant is back in the collection,
+        # unless the removal went through after all.
+        try:
+            if self._committed(rec.name, rec.settings) is not None:
+                self._declare(rec)
+        except Exception:
+            log.debug("tenant %r: not declared again", rec.name,
+                      exc_info=True)
+
+    def _destroy_dropped(self, rec):
+        """Delete a dropped tenant's storage (retrying a lost connection);
+        DropIncomplete when that fails: the tenant is dropped, and what is
+        left carries an id no record has, which repair deletes."""
+        backend = self.backend_for(rec)
+        policy = self._policy()
+        for _ in policy:
+            try:
+                backend.destroy(rec.settings)
+                return
+            except Exception as e:
+                if policy.last or not _transient(e):
+                    log.warning("tenant %r is dropped, but its storage at %s"
+                                " is left for repair: %s", rec.name,
+                                backend.describe(rec.settings), e)
+                    raise DropIncomplete(rec, backend.describe(rec.settings),
+                                         e) from e
+
+    def _remove_record(self, rec):
         with self._catalog(write=True) as (tree, g):
-            if tree.get(name) is None:
-                raise NoSuchTenant(name)
-            del tree[name]
+            current = tree.get(rec.name)
+            if current is None or not _same_tenant(current.settings,
+                                                   rec.settings):
+                raise NoSuchTenant(rec.name)
+            del tree[rec.name]
             _bump(g.root(self.catalog))
 
     def _commit_record(self, rec, new=False):
@@ -521,15 +827,31 @@ class Tenants:
                 _bump(g.root(self.catalog))
 
     def _clear_leftover(self, name, settings):
-        # Storage with no record is what a crashed create, clone or restore
-        # leaves: delete it, unless a process holds it open.
+        """Before a new tenant's storage is made (name has no record):
+        delete what a crashed create, clone or restore left at its place,
+        if that is provably a leftover: it carries a tenant id (which no
+        record has, since name has none).  Storage without an id is not
+        multidb's to delete: StorageInTheWay."""
         backend = self.backend
-        if backend.exists(settings):
-            if backend.is_locked(settings):
-                raise TenantExists(name)
-            log.warning("deleting leftover storage of tenant %r at %s",
-                        name, backend.describe(settings))
-            backend.destroy(settings)
+        where = backend.describe(settings)
+        found = backend.identify(settings)
+        if found is None:
+            if backend.exists(settings):
+                raise StorageInTheWay(name, where, "carries no tenant id")
+            # Companions of no data file (an index, a lock file): what a
+            # crash in a drop of old leaves; nothing else may use them.
+            companions = getattr(backend, 'companions', None)
+            if companions is not None and companions(settings):
+                backend.destroy({k: v for k, v in settings.items()
+                                 if k != 'id'})
+            return
+        leftover = dict(settings, id=found)
+        if backend.is_locked(leftover):
+            raise StorageInTheWay(name, where, "is held open by a process")
+        if found != settings.get('id'):
+            log.warning("deleting leftover storage (tenant id %s) at %s to"
+                        " make tenant %r", found, where, name)
+        backend.destroy(leftover)
 
     # -- snapshots ----------------------------------------------------
 
@@ -544,7 +866,7 @@ class Tenants:
             # A group connection pins the database open while we copy.
             db = g.get_connection(rec.name).db()
             src, length = backend.open_data(db, rec.settings)
-            with src, open(dest, 'xb') as out:
+            with src, _archive.create_tmp(dest) as out:
                 _archive.copy_range(src, out, length, None, progress)
                 out.flush()
                 os.fsync(out.fileno())
@@ -558,7 +880,9 @@ class Tenants:
         with self._hold(name):
             return self._snapshot(self.get(name), label, progress).id
 
-    def _snapshot(self, rec, label, progress=None):
+    def _snapshot(self, rec, label, progress=None, raw=None):
+        """Snapshot rec's committed data; with raw, the file path, keep
+        the bytes of that file as they are instead."""
         backend = self.backend_for(rec)
         when = _now()
         sid = new_snapshot_id(when)
@@ -566,7 +890,10 @@ class Tenants:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = _archive.tmp_name(path)
         try:
-            size = self._dump(rec, tmp, progress)
+            if raw is None:
+                size = self._dump(rec, tmp, progress)
+            else:
+                size = _copy_file(raw, tmp, progress)
             os.rename(tmp, path)
         except BaseException:
             _unlink(tmp)
@@ -585,6 +912,36 @@ class Tenants:
             raise
         return snap
 
+    def _snapshot_or_keep(self, rec, label, progress=None):
+        """The snapshot revert and restore take before they replace a
+        tenant's data.  A tenant whose storage cannot be opened (a disk
+        fault, an archive restored before restores were checked) cannot
+        be snapshotted through its storage, and must still be repairable:
+        the bytes of its file are kept aside instead, as they are, in a
+        snapshot labelled 'unreadable state ...'."""
+        try:
+            return self._snapshot(rec, label, progress)
+        except (MultiDBError, TransientError, OSError):
+            # In use, locked by another process, out of descriptors or
+            # disk: the storage is not broken, or its bytes cannot be
+            # copied either.
+            raise
+        except Exception as e:
+            raw = rec.settings.get('path') \
+                if self.backend_for(rec).kind == 'filestorage' else None
+            if raw is None or not os.path.isfile(raw):
+                raise
+            # str(e): a record holding e would hold the failed storage.
+            log.warning("tenant %r cannot be read (%s); keeping its file"
+                        " as it is before replacing its data", rec.name,
+                        str(e))
+        self._undeclare(rec.name)
+        # A FileStorage whose open failed keeps its lock file until it is
+        # collected: the tenant could not open again after the repair.
+        gc.collect()
+        return self._snapshot(rec, f'unreadable state {label}', progress,
+                              raw=raw)
+
     def snapshots(self, name):
         """See ``ITenants.snapshots``."""
         return list(self.get(name).snapshots)
@@ -599,17 +956,13 @@ class Tenants:
             backend = self.backend_for(rec)
             # Refuse before doing anything if a group is using the tenant.
             self._check_idle(name)
-            before = self._snapshot(
+            before = self._snapshot_or_keep(
                 rec, f'before revert to {snapshot_id}', progress)
             src = backend.snapshot_path(rec.settings, snapshot_id)
             tmp = backend.tmp_path(rec.settings)
             self._undeclare(name)
             try:
-                with open(src, 'rb') as f, open(tmp, 'xb') as out:
-                    _archive.copy_range(f, out, os.fstat(f.fileno()).st_size,
-                                        None, progress)
-                    out.flush()
-                    os.fsync(out.fileno())
+                _copy_file(src, tmp, progress)
                 _crashpoint('revert.copied')
                 backend.load(rec.settings, tmp)
                 _crashpoint('revert.loaded')
@@ -627,37 +980,69 @@ class Tenants:
 
     # -- archives ---------------------------------------------------------
 
+    @property
+    def archive_key(self):
+        """The key that signs archives and checks restored ones, as given
+        (bytes), or None: then the environment's ``MULTIDB_ARCHIVE_KEY``,
+        if set, at each archive and restore."""
+        return self._archive_key
+
+    @archive_key.setter
+    def archive_key(self, key):
+        self._archive_key = None if key is None else _archive.check_key(key)
+
+    def _key(self):
+        if self._archive_key is not None:
+            return self._archive_key
+        return _archive.key_from_env()
+
     def archive(self, name, path, *, progress=None, checksum=None):
         """See ``ITenants.archive``."""
         if checksum is not None:
             _archive._hasher(checksum)
+        self._key()   # a bad key in the environment: before anything
         with self._hold(name):
             return self._archive(self.get(name), path, progress, checksum)
 
     def _archive(self, rec, path, progress=None, checksum=None):
         backend = self.backend_for(rec)
+        key = self._key()
         self._declare(rec)   # see _dump
         g = self.collection.group(transaction.TransactionManager())
         try:
             db = g.get_connection(rec.name).db()
             src, length = backend.open_data(db, rec.settings)
             with src:
+                # Signed when a key is configured; the header's record
+                # loses its credentials (write_archive).
                 _archive.write_archive(
                     path, {'record': rec.to_json()}, src, length,
                     progress=progress,
-                    checksum=checksum or self.archive_checksum)
+                    checksum=checksum or self.archive_checksum, key=key)
         finally:
             g.close()
         return os.fspath(path)
 
     @_retrying
-    def restore(self, path, name=None, *, replace=False, progress=None):
-        """See ``ITenants.restore``."""
+    def restore(self, path, name=None, *, replace=False, progress=None,
+                trust_unsigned=False):
+        """See ``ITenants.restore``.
+
+        What it trusts: an archive signed with the archive key, or any
+        archive whose checksum holds with trust_unsigned.  Whatever it
+        trusts, the data must be a whole FileStorage whose pickles name
+        only what ``self.archive_policy`` allows, checked before it
+        replaces anything (``archive.check_filestorage``)."""
         header = _archive.read_header(path, verify=False)
+        key = self._key()
+        # Refused before anything is touched: an archive of unknown origin.
+        _archive.check_origin(path, header, key, trust_unsigned)
         try:
-            source = TenantRecord.from_json(header['record'])
-        except (ValueError, KeyError, TypeError) as e:
-            from multidb.errors import CorruptArchive
+            source = TenantRecord.from_json(
+                _archive.tenant_record(path, header))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            if isinstance(e, CorruptArchive):
+                raise
             raise CorruptArchive(path, f"bad tenant record ({e})") from None
         name = source.name if name is None else name
         check_tenant_name(name, self._reserved())
@@ -673,12 +1058,16 @@ class Tenants:
                 self._clear_leftover(name, settings)
             tmp = backend.tmp_path(settings)
             try:
-                # Checks the whole archive while extracting; raises
-                # CorruptArchive before anything of the tenant is touched.
-                _archive.extract(path, tmp, progress=progress)
+                # Checks the whole archive while extracting (checksum,
+                # signature), then the data itself: raises CorruptArchive
+                # before anything of the tenant is touched.
+                _archive.extract(path, tmp, progress=progress, key=key,
+                                 trust_unsigned=trust_unsigned)
                 _crashpoint('restore.extracted')
+                _archive.check_filestorage(tmp, self.archive_policy,
+                                           archive=path)
                 if existing is not None:
-                    self._snapshot(existing, 'before restore')
+                    self._snapshot_or_keep(existing, 'before restore')
                     self._undeclare(name)
                     settings = existing.settings
                 backend.load(settings, tmp)
@@ -713,7 +1102,6 @@ class Tenants:
             self._declare(rec)
         return rec
 
-    # -- expiry and repair -----------------------------------------------
 
     def expire(self, now=None, *, progress=None):
         """See ``ITenants.expire``."""
@@ -732,6 +1120,8 @@ class Tenants:
                         f"{rec.name}-{when.strftime('%Y%m%dT%H%M%SZ')}"
                         f".multidb")
                 self.drop(rec.name, archive_to=entry['archive'])
+            except DropIncomplete as e:
+                entry['error'] = str(e)   # dropped; the rest is repair's
             except (DatabaseInUse, NoSuchTenant, OSError) as e:
                 entry['action'] = 'skipped'
                 entry['error'] = str(e)
@@ -741,55 +1131,314 @@ class Tenants:
         return done
 
     def repair(self, *, dry_run=False):
-        """See ``ITenants.repair``."""
-        records = {r.name: r for r in self.list()}
+        """See ``ITenants.repair``.
+
+        It plans first and acts after, so that a dry run reports what the
+        real run does (``'would delete'`` where the real run says
+        ``'deleted'``).  Storage is deleted only when it provably belongs
+        to no record: it carries a tenant id that no record has (every
+        storage multidb makes carries one from the moment it has its
+        place), or it is FileStorage companions without a data file (nor
+        id) at a place no record points to.  Storage is recognised by its
+        id, or by its place however the configuration spells it (folders
+        through symbolic links; the database name on the configured
+        server), never by comparing settings.  Storage without an id that
+        no record points to is reported, never deleted.
+
+        Each deletion takes the name's lock, as the lifecycle operations
+        do, and looks again at the catalog and the storage: an operation
+        in progress in another process (between making a storage and
+        committing its record) is waited for, and what it made is then
+        recorded and kept.  Temporary files no name's lock covers are
+        deleted only when no process holds them (see
+        ``archive.stale_temp_files``)."""
+        plan = self._repair_plan()
         findings = []
-        backend = self.backend
-        for name, settings in backend.scan():
-            rec = records.get(name)
-            if rec is not None and rec.settings == settings:
-                continue
-            if name in self._busy:
-                continue
-            if backend.is_locked(settings):
-                findings.append({'kind': 'leftover', 'name': name,
-                                 'path': backend.describe(settings),
-                                 'action': 'skipped (in use)'})
-                continue
-            findings.append({'kind': 'leftover', 'name': name,
-                             'path': backend.describe(settings),
-                             'action': 'kept' if dry_run else 'deleted'})
-            if not dry_run:
-                backend.destroy(settings)
-        for rec in records.values():
-            if rec.kind != backend.kind:
-                continue
-            known = {s.id for s in rec.snapshots}
-            for sid in backend.snapshot_ids(rec.settings):
-                if sid not in known:
-                    findings.append({
-                        'kind': 'stray snapshot', 'name': rec.name,
-                        'path': backend.snapshot_path(rec.settings, sid),
-                        'action': 'kept' if dry_run else 'deleted'})
-                    if not dry_run:
-                        backend.remove_snapshot(rec.settings, sid)
-            for s in rec.snapshots:
-                p = backend.snapshot_path(rec.settings, s.id)
-                if not os.path.exists(p):
-                    findings.append({'kind': 'missing snapshot',
-                                     'name': rec.name, 'path': p,
-                                     'action': 'reported'})
-            if not backend.exists(rec.settings):
-                findings.append({'kind': 'missing storage', 'name': rec.name,
-                                 'path': backend.describe(rec.settings),
-                                 'action': 'reported'})
-        for path in backend.stray_files():
-            findings.append({'kind': 'temporary file', 'name': None,
-                             'path': path,
-                             'action': 'kept' if dry_run else 'deleted'})
-            if not dry_run:
-                backend.remove_stray(path)
+        for finding, act in plan:
+            if act is not None:
+                if dry_run:
+                    finding['action'] = 'would delete'
+                else:
+                    try:
+                        finding['action'] = act()
+                    except Exception as e:
+                        log.warning("repair: %s %s: %s", finding['kind'],
+                                    finding['path'], e)
+                        finding['action'] = f'failed: {e}'
+            findings.append(finding)
+        if not dry_run:
+            # Lock files a killed process left (each name's lock makes and
+            # deletes its own): harmless, the next holder reuses one, so
+            # no finding; those nobody holds go.
+            for name, path in self.backend.stray_files():
+                if path.endswith(_LOCK_SUFFIX) and \
+                        not self.backend.stray_in_use(path):
+                    self.backend.remove_stray(path)
         return findings
+
+    def _repair_plan(self):
+        """[(finding, act)]: act() deletes what the finding is about and
+        returns the action done; None when nothing is to be deleted."""
+        backend = self.backend
+        records = [r for r in self.list() if r.kind == backend.kind]
+        by_id = {r.settings['id']: r for r in records
+                 if r.settings.get('id')}
+        by_place = {backend.place_key(r.settings): r for r in records}
+        plan = []
+        stored = set()   # places found with data
+        moved = {}       # record name -> where its storage was found
+
+        def finding(kind, name, path, action='reported'):
+            return {'kind': kind, 'name': name, 'path': path,
+                    'action': action}
+
+        reserved = self._reserved()
+        for name, found in backend.scan():
+            if name in reserved:
+                # The collection's own database (a catalog beside the
+                # tenants' files): not a tenant, not repair's.
+                continue
+            place = backend.place_key(found)
+            present = found.pop('present', True)
+            if present:
+                stored.add(place)
+            where = backend.describe(found)
+            tid = found.get('id')
+            owner = by_id.get(tid) if tid else None
+            at_place = by_place.get(place)
+            if owner is not None:
+                if backend.place_key(owner.settings) != place:
+                    # Its record points elsewhere: a folder moved, a
+                    # configuration changed.  relocate says so to the
+                    # record; nothing is deleted.
+                    moved.setdefault(owner.name, where)
+                    plan.append((finding(
+                        'moved storage', owner.name, where,
+                        f"kept (tenant {owner.name!r} is recorded at"
+                        f" {backend.describe(owner.settings)}: see"
+                        f" 'multidb relocate')"), None))
+                continue
+            if at_place is not None:
+                if tid and at_place.settings.get('id'):
+                    plan.append((finding(
+                        'foreign storage', at_place.name, where,
+                        f"kept (tenant id {tid}, not the record's"
+                        f" {at_place.settings['id']})"), None))
+                continue   # its record's (made before tenant ids)
+            if tid is None and present:
+                plan.append((finding(
+                    'unidentified storage', name, where,
+                    "kept (no tenant id: not provably multidb's)"), None))
+                continue
+            if backend.is_locked(found):
+                plan.append((finding('leftover', name, where,
+                                     'skipped (in use)'), None))
+                continue
+            plan.append((finding('leftover', name, where),
+                         functools.partial(self._repair_leftover, name,
+                                           found, present)))
+
+        for rec in records:
+            place = backend.place_key(rec.settings)
+            for sid in backend.snapshot_ids(rec.settings):
+                if rec.snapshot(sid) is None:
+                    plan.append((
+                        finding('stray snapshot', rec.name,
+                                backend.snapshot_path(rec.settings, sid)),
+                        functools.partial(self._repair_snapshot, rec, sid)))
+            missing = [s for s in rec.snapshots if not os.path.exists(
+                backend.snapshot_path(rec.settings, s.id))]
+            for s in missing:
+                plan.append((finding(
+                    'missing snapshot', rec.name,
+                    backend.snapshot_path(rec.settings, s.id)), None))
+            if rec.name in moved or place in stored:
+                continue
+            if not backend.exists(rec.settings):
+                plan.append((finding('missing storage', rec.name,
+                                     backend.describe(rec.settings)), None))
+
+        stale = {}   # folder -> its stale temporary files
+        for name, path in backend.stray_files():
+            if path.endswith(_LOCK_SUFFIX):
+                continue   # see repair: no finding, housekeeping
+            if name is None and not path.startswith('postgresql:'):
+                folder = os.path.dirname(path)
+                if folder not in stale:
+                    stale[folder] = set(_archive.stale_temp_files(folder))
+                if path not in stale[folder]:
+                    continue   # a live process's (or not multidb's)
+            elif backend.stray_in_use(path):
+                continue
+            plan.append((finding('temporary file', name, path),
+                         functools.partial(self._repair_stray, name, path)))
+        if self.archive_dir:
+            # expire writes archives there through temporary files.
+            for path in _archive.stale_temp_files(self.archive_dir):
+                plan.append((finding('temporary file', None, path),
+                             functools.partial(self._repair_stray, None,
+                                               path)))
+        return plan
+
+    def _repair_leftover(self, name, found, present):
+        backend = self.backend
+        with self._hold(name):
+            # Again under the lock: an operation that held it may have
+            # committed its record since the plan was made.
+            rec = self._record(name)
+            tid = found.get('id')
+            if rec is not None and rec.kind == backend.kind and (
+                    (tid is not None and rec.settings.get('id') == tid) or
+                    backend.same_place(rec.settings, found)):
+                return 'kept (recorded meanwhile)'
+            if backend.identify(found) != tid or \
+                    backend.exists(found) != present:
+                return 'kept (changed meanwhile)'
+            if backend.is_locked(found):
+                return 'skipped (in use)'
+            log.warning("repair: deleting leftover storage %s (tenant id"
+                        " %s, no record)", backend.describe(found), tid)
+            backend.destroy(found)
+        return 'deleted'
+
+    def _repair_snapshot(self, rec, sid):
+        backend = self.backend
+        with self._hold(rec.name):
+            current = self._record(rec.name)
+            if current is not None and (
+                    current.snapshot(sid) is not None or
+                    not _same_tenant(current.settings, rec.settings)):
+                return 'kept (recorded meanwhile)'
+            backend.remove_snapshot(rec.settings, sid)
+        return 'deleted'
+
+    def _repair_stray(self, name, path):
+        lock = contextlib.nullcontext()
+        if name is not None:
+            # What the name's operations write: none runs while we hold
+            # its lock.
+            lock = self._hold(name)
+        elif name is None and not path.startswith('postgresql:'):
+            # Checked again: deleted only if no process holds it.
+            folder = os.path.dirname(path)
+            if path not in _archive.stale_temp_files(folder):
+                return 'kept (in use)'
+        is_file = not path.startswith('postgresql:')
+        with lock:
+            if is_file and not os.path.lexists(path):
+                # The operation that wrote it was running: it used it.
+                return 'none (gone meanwhile)'
+            self.backend.remove_stray(path)
+        if is_file and os.path.exists(path):
+            return 'kept (in use)'
+        return 'deleted'
+
+    def relocate(self, names=None, *, dry_run=False):
+        """Apply the current configuration to the records, deliberately
+        (repair never does): each record is pointed at its storage as the
+        configuration spells its place now (a folder moved or reached
+        through another path, a dsn written another way), records made
+        before tenant ids get their id (stored with the storage too), and
+        recorded dsns lose their credentials.
+
+        A record changes only when the storage at its configured place is
+        provably the tenant's: it carries the tenant's id, or (a record
+        without an id) it is the very storage the record points to.
+        Nothing is moved or deleted.  names: the tenants to look at
+        (default: all).  Returns one dict per tenant whose record changes
+        or cannot: name, from, to, action (``'relocated'``,
+        ``'identified'``, ``'would relocate'``, ``'would identify'`` or
+        ``'refused: ...'``)."""
+        backend = self.backend
+        if names is None:
+            names = [r.name for r in self.list() if r.kind == backend.kind]
+        results = []
+        for name in names:
+            with (contextlib.nullcontext() if dry_run else self._hold(name)):
+                entry = self._relocate(name, dry_run)
+            if entry is not None:
+                results.append(entry)
+        return results
+
+    def _relocate(self, name, dry_run):
+        backend = self.backend
+        rec = self.get(name)
+        backend = self.backend_for(rec)
+        old = rec.settings
+        new = backend.relocated(old, name)
+        tid = old.get('id')
+        entry = {'name': name, 'from': backend.describe(old),
+                 'to': backend.describe(new)}
+        if tid is not None:
+            at_new = backend.identify(new)
+            if at_new != tid:
+                if at_new is not None:
+                    why = f"{entry['to']} holds another tenant's storage"
+                elif backend.exists(new):
+                    why = f"{entry['to']} holds storage without a tenant id"
+                elif backend.identify(old) == tid:
+                    why = (f"the storage is still at {entry['from']}; the"
+                           f" configuration points at {entry['to']}, where"
+                           f" there is none")
+                else:
+                    why = "no storage carries the tenant's id"
+                return dict(entry, action=f'refused: {why}')
+            if public_settings(old) == new and old == new:
+                return None   # as configured already
+            action = 'relocated'
+        else:
+            if not (backend.exists(old) and backend.same_place(old, new)):
+                why = ("its storage is not where the configuration points"
+                       " (and it has no tenant id to prove one is its)")
+                return dict(entry, action=f'refused: {why}')
+            new['id'] = new_tenant_id()
+            action = 'identified'
+        if dry_run:
+            return dict(entry, action={'relocated': 'would relocate',
+                                       'identified': 'would identify'}[
+                                           action])
+        try:
+            self._undeclare(name)
+        except DatabaseInUse as e:
+            return dict(entry, action=f'refused: {e}')
+        try:
+            if action == 'identified':
+                backend.mark(new)
+            settings = dict(new)
+
+            def update(tree, g):
+                current = tree.get(name)
+                if current is None or not _same_tenant(current.settings,
+                                                       old):
+                    raise NoSuchTenant(name)
+                tree[name] = current.replace(settings=settings)
+            self._write(update)
+        finally:
+            self._redeclare(self._record(name) or rec)
+        return dict(entry, action=action)
+
+    def _write(self, change):
+        """change(tree, group) in a catalog transaction, committed; run
+        again on a conflict or a lost connection."""
+        policy = self._policy()
+        for _ in policy:
+            try:
+                with self._catalog(write=True) as (tree, g):
+                    return change(tree, g)
+            except Exception as e:
+                if policy.last or not _transient(e):
+                    raise
+
+
+def _copy_file(src, dest, progress=None):
+    """Copy the file src to the new file dest (a temporary name, locked
+    while written) and flush it to disk; return its size."""
+    with open(src, 'rb') as f, _archive.create_tmp(dest) as out:
+        size = os.fstat(f.fileno()).st_size
+        _archive.copy_range(f, out, size, None, progress)
+        out.flush()
+        os.fsync(out.fileno())
+    return size
 
 
 def _unlink(path):
