@@ -29,6 +29,8 @@ from multidb.errors import TenantExists
 from multidb.errors import NoSuchTenant
 from multidb.errors import NoSuchSnapshot
 from multidb.errors import CorruptArchive
+from multidb.errors import UnsignedArchive
+from multidb.errors import UnsafeArchive
 from multidb.errors import ArchiveExists
 from multidb.errors import NotConfigured
 from multidb.errors import MissingStorage
@@ -47,6 +49,8 @@ __all__ = [
     'NoSuchTenant',
     'NoSuchSnapshot',
     'CorruptArchive',
+    'UnsignedArchive',
+    'UnsafeArchive',
     'ArchiveExists',
     'NotConfigured',
     'MissingStorage',

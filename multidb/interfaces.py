@@ -420,12 +420,20 @@ class ITenants(Interface):
         checksum ('crc32', the default, or 'sha256'); refuses to overwrite
         (``ArchiveExists``)."""
 
-    def restore(path, name=None, *, replace=False):
+    def restore(path, name=None, *, replace=False, trust_unsigned=False):
         """Make a tenant from an archive, under its archived name or name.
         A corrupt or truncated archive raises ``CorruptArchive`` and leaves
         the target untouched; an existing tenant needs replace=True (its
-        current state is snapshotted first, and it keeps its own record:
-        labels, expiry and snapshots; only its data is replaced)."""
+        current state is snapshotted first, or its raw bytes kept aside
+        when it cannot be opened, and it keeps its own record: labels,
+        expiry and snapshots; only its data is replaced).
+
+        The archive's signature is checked with the configured archive
+        key; an unsigned archive (or one no key can check) raises
+        ``UnsignedArchive`` unless ``trust_unsigned``.  Before anything is
+        replaced or recorded, the payload is read as a FileStorage and
+        every global its pickles name is checked against the archive
+        policy (``UnsafeArchive``)."""
 
     def expire(now=None):
         """Drop (or archive and drop, as configured) the tenants whose
