@@ -358,7 +358,10 @@ def close_unit(connections, first=None):
     if first is not None:
         members.sort(key=lambda item: item[1] is not first)
     for name, conn in members:
-        conn._leave(connections)
+        if conn._xrefs:
+            conn._leave(connections)
+        else:
+            conn._partners = None
     for name, conn in members:
         # Detached first, so that each member goes back to its own
         # database's pool alone (plain ZODB would keep the others attached

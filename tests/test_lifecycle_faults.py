@@ -388,32 +388,23 @@ def test_operations_while_backends_are_terminated(postgres, pg_db, tmp_path,
         # files are there; repair deletes only leftovers, then finds
         # nothing.
         assert 'base' in names
-        # A recorded snapshot without its file: see the xfail below.
+        # No recorded snapshot without its file (a snapshot whose catalog
+        # commit went through although the commit raised keeps its file).
         lost = {backend.snapshot_path(rec.settings, s.id)
                 for rec in names.values() for s in rec.snapshots
                 if not os.path.exists(backend.snapshot_path(rec.settings,
                                                             s.id))}
+        assert not lost
 
         def check():
             for name, rec in names.items():
                 assert root_dict(t, name) == {'v': value[name]}, name
-
-        def unexpected(findings):
-            return [f for f in findings if not (
-                f['kind'] == 'missing snapshot' and f['path'] in lost)]
         check()
-        for f in unexpected(t.repair()):
+        for f in t.repair():
             assert f['kind'] in ('leftover', 'temporary file'), f
             assert f['action'] == 'deleted', f
-        assert unexpected(t.repair()) == []
+        assert t.repair() == []
         check()
-        if lost:
-            pytest.xfail(
-                "Tenants._snapshot (not this change's to edit) deletes the"
-                " file of a snapshot whose catalog commit went through"
-                " although the commit raised (RelStorage commits in"
-                " tpc_finish, then loses its connection): the record lists"
-                f" a snapshot without its file: {sorted(lost)}")
     finally:
         c.close()
         for (name,) in postgres.sql('SELECT datname FROM pg_database'):

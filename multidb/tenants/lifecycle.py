@@ -908,9 +908,26 @@ class Tenants:
                 tree[rec.name] = current.replace(
                     snapshots=current.snapshots + (snap,))
         except BaseException:
-            _unlink(path)
+            # A commit may take effect and still raise (the server's
+            # answer lost): the file is deleted only when the catalog
+            # shows that no record lists it.
+            try:
+                listed = self._snapshot_listed(rec.name, sid)
+            except Exception:
+                listed = None    # unknown: keep it; repair decides later
+            if listed:
+                log.warning("snapshot %s of %r was recorded although its"
+                            " commit reported an error", sid, rec.name)
+                return snap
+            if listed is False:
+                _unlink(path)
             raise
         return snap
+
+    def _snapshot_listed(self, name, sid):
+        current = self._record(name)
+        return current is not None and \
+            any(s.id == sid for s in current.snapshots)
 
     def _snapshot_or_keep(self, rec, label, progress=None):
         """The snapshot revert and restore take before they replace a
