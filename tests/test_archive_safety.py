@@ -25,6 +25,7 @@ from ZODB.FileStorage.FileStorage import packed_version
 
 import multidb
 from helpers import root_dict
+from helpers import tenants_config
 from helpers import update_root
 from multidb import cli
 from multidb.errors import CorruptArchive
@@ -713,23 +714,6 @@ def test_stale_temp_files_of_a_missing_folder(tmp_path):
 
 # -- configuration and the command --------------------------------------------
 
-CONFIG = """
-%define data ./data
-<multidb>
-  <zodb catalog>
-    <filestorage>
-      path $data/catalog.fs
-    </filestorage>
-  </zodb>
-  <tenants>
-    archive-dir $data/archive
-    {keys}
-    <filestorage>
-      path $data/tenants/{{name}}.fs
-    </filestorage>
-  </tenants>
-</multidb>
-"""
 
 
 def _cli_conf(tmp_path, monkeypatch, keys=''):
@@ -737,7 +721,7 @@ def _cli_conf(tmp_path, monkeypatch, keys=''):
     # The folders exist: the configuration's own errors come first.
     (tmp_path / 'data' / 'tenants').mkdir(parents=True, exist_ok=True)
     conf = tmp_path / 'app.conf'
-    conf.write_text(CONFIG.format(keys=keys))
+    conf.write_text(tenants_config('archive-dir $data/archive\n    ' + keys))
     return conf
 
 

@@ -6,24 +6,9 @@ import os
 import pytest
 
 from multidb import cli
+from helpers import tenants_config
 
-CONFIG = """
-%define data ./data
-<multidb>
-  <zodb catalog>
-    <filestorage>
-      path $data/catalog.fs
-    </filestorage>
-  </zodb>
-  <tenants>
-    expire-action archive
-    archive-dir $data/archive
-    <filestorage>
-      path $data/tenants/{name}.fs
-    </filestorage>
-  </tenants>
-</multidb>
-"""
+CONFIG = tenants_config('expire-action archive\n    archive-dir $data/archive')
 
 
 @pytest.fixture

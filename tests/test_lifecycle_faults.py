@@ -23,25 +23,11 @@ import pytest
 
 import multidb
 from helpers import root_dict
+from helpers import tenants_config
 from multidb import cli
 from multidb.backends.relstorage import RelStorageBackend
 
-CONFIG = """
-%define data ./data
-<multidb>
-  <zodb catalog>
-    <filestorage>
-      path $data/catalog.fs
-    </filestorage>
-  </zodb>
-  <tenants>
-    expire-action drop
-    <filestorage>
-      path $data/tenants/{name}.fs
-    </filestorage>
-  </tenants>
-</multidb>
-"""
+CONFIG = tenants_config('expire-action drop')
 
 
 @pytest.fixture
