@@ -412,3 +412,30 @@ def test_group_holding_a_tenant_dropped_elsewhere_next_transaction(
         finally:
             g1.close()
             other.close()
+
+
+@pytest.mark.parametrize('how', ['revert', 'restore'])
+def test_data_replaced_elsewhere_is_seen(tenants, postgres, pg_db, backend,
+                                         tmp_path, how):
+    # A replaces x's data (revert to a snapshot, restore an archive over
+    # it) while B has x open: B's next transaction reads the new data,
+    # not what its open database (and RelStorage's cache, keyed by
+    # transaction ids the new database does not have) still holds.
+    tenants.create('x', init=lambda root: root.update(v=1))
+    sid = tenants.snapshot('x')
+    archive = tmp_path / 'x.multidb'
+    tenants.archive('x', archive)
+    other, _ = _second(postgres, pg_db, backend)
+    try:
+        with tenants.collection.transaction() as g:
+            g.root('x')['v'] = 2
+        assert _root(other, 'x') == {'v': 2}
+        assert other.is_open('x')
+        if how == 'revert':
+            tenants.revert('x', sid)
+        else:
+            tenants.restore(archive, replace=True, trust_unsigned=True)
+        assert _root(tenants, 'x') == {'v': 1}
+        assert _root(other, 'x') == {'v': 1}
+    finally:
+        other.close()

@@ -310,7 +310,9 @@ class Tenants:
         self._lock = threading.Lock()
         self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
-        self._declared = set()   # names this object declared
+        # Names this object declared -> the 'modified' of the record it
+        # declared them from (data replaced elsewhere changes it).
+        self._declared = {}
         self._serial_seen = None  # the catalog serial refresh() last saw
         self._loaded = False
         collection.set_resolver(self)
@@ -449,18 +451,26 @@ class Tenants:
         names = set(tree.keys()) if tree is not None else set()
         settled = True
         held = False
-        for gone in list(self._declared):
-            if gone not in names and gone not in self._busy:
-                conn = group.connections.get(gone)
-                if conn is not None and not is_joined(conn):
-                    group.release(gone)
-                try:
-                    self._undeclare(gone, timeout=0)
-                except DatabaseInUse:
-                    # Another group still holds it: again at the next
-                    # refresh, whatever the counter says then.
-                    settled = False
-                    held = held or gone == name
+        for known, modified in list(self._declared.items()):
+            if known in self._busy:
+                continue
+            if known in names:
+                # Still there; but when another process replaced its data
+                # (revert, restore) the open database would go on serving
+                # the old data: closed, to be declared again on use.
+                current = tree.get(known)
+                if current is None or current.modified == modified:
+                    continue
+            conn = group.connections.get(known)
+            if conn is not None and not is_joined(conn):
+                group.release(known)
+            try:
+                self._undeclare(known, timeout=0)
+            except DatabaseInUse:
+                # Another group still holds it: again at the next
+                # refresh, whatever the counter says then.
+                settled = False
+                held = held or (known == name and known not in names)
         if settled:
             self._serial_seen = seen
         if held:
@@ -475,7 +485,7 @@ class Tenants:
             rec.name, _Opener(self.backend_for(rec), rec, create),
             origin=f'catalog {self.catalog!r}', private=private, dynamic=True,
             **self.db_kwargs)
-        self._declared.add(rec.name)
+        self._declared[rec.name] = rec.modified
 
     def _undeclare(self, name, timeout=None):
         timeout = self.in_use_timeout if timeout is None else timeout
@@ -483,7 +493,7 @@ class Tenants:
             self.collection.remove(name, timeout=timeout)
         except UnknownDatabase:
             pass
-        self._declared.discard(name)
+        self._declared.pop(name, None)
 
     def backend_for(self, rec):
         """The backend for an existing record (its own kind)."""
@@ -986,6 +996,9 @@ class Tenants:
                 with self._catalog(write=True) as (tree, g):
                     current = tree[name]
                     tree[name] = current.replace(modified=_now())
+                    # Other processes have the old data open: their next
+                    # refresh closes it (see refresh).
+                    _bump(g.root(self.catalog))
             finally:
                 _unlink(tmp)
                 self._declare(self.get(name))
@@ -1108,6 +1121,7 @@ class Tenants:
                         # a crash once the data is in place is the new
                         # state already.
                         rec = current.replace(modified=_now())
+                        _bump(g.root(self.catalog))   # see revert
                     tree[name] = rec
             except BaseException:
                 if existing is None:
