@@ -22,6 +22,7 @@ from ZODB import DB
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from helpers import repair_while_paused
 from helpers import root_dict
 from helpers import update_root
 
@@ -484,7 +485,6 @@ def _shared_opener(server):
 @pytest.mark.parametrize('op, step', RACES, ids=[f'{o}-{s}' for o, s in RACES])
 def test_repair_waits_for_an_operation_of_another_process(
         tmp_path, zeo_server, op, step):
-    import json
     opener = _shared_opener(zeo_server)
     sid, archive = _prepare(tmp_path, opener)
     host, port = zeo_server.address
@@ -495,30 +495,11 @@ def test_repair_waits_for_an_operation_of_another_process(
         [sys.executable, '-c', SHARED + OPERATIONS[op], *where, sid,
          archive], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-    repair = None
-    try:
-        line = worker.stdout.readline()
-        assert line == f'PAUSED {step}\n', worker.stderr.read()
-        env.pop('MULTIDB_PAUSE_AT')
-        repair = subprocess.Popen(
-            [sys.executable, '-c', SHARED + REPAIR, *where],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        # Long enough for a repair that takes no lock to finish.
-        time.sleep(2)
-        worker.stdin.write('\n')
-        worker.stdin.flush()
-        out, err = worker.communicate(timeout=60)
-        assert worker.returncode == 0, err
-        out, err = repair.communicate(timeout=60)
-        assert repair.returncode == 0, err
-    finally:
-        for proc in (worker, repair):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    env.pop('MULTIDB_PAUSE_AT')
+    findings = repair_while_paused(
+        worker, step, [sys.executable, '-c', SHARED + REPAIR, *where], env)
     # Nothing of the operation was deleted by the repair.
-    for finding in json.loads(out):
+    for finding in findings:
         assert finding['action'] != 'deleted', finding
     c, t = opener(tmp_path)
     try:

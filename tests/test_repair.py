@@ -11,13 +11,13 @@ real files and the real PostgreSQL of the test run.
 import json
 import os
 import subprocess
-import time
 import sys
 import uuid
 
 import pytest
 
 import multidb
+from helpers import repair_while_paused
 from helpers import root_dict
 from helpers import update_root
 from multidb.config import collectionFromString
@@ -427,27 +427,11 @@ def test_repair_waits_for_a_clone_or_restore_of_another_process(
         args + argv, env=dict(env, MULTIDB_PAUSE_AT=step),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
-    repair = None
-    try:
-        line = worker.stdout.readline()
-        assert line == f'PAUSED {step}\n', worker.stderr.read()
+    def paused():
         assert pg.prefix + 'fresh' in _dbnames(postgres)
-        repair = subprocess.Popen(args + ['--json', 'repair'], env=env,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        time.sleep(2)   # long enough for a repair that takes no lock
-        worker.stdin.write('\n')
-        worker.stdin.flush()
-        out, err = worker.communicate(timeout=60)
-        assert worker.returncode == 0, err
-        out, err = repair.communicate(timeout=60)
-        assert repair.returncode == 0, err
-    finally:
-        for proc in (worker, repair):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for finding in json.loads(out):
+    findings = repair_while_paused(worker, step,
+                                   args + ['--json', 'repair'], env, paused)
+    for finding in findings:
         assert finding['action'] != 'deleted', finding
     assert pg.prefix + 'fresh' in _dbnames(postgres)
     c = _pg(pg)
