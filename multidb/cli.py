@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import datetime
 import functools
+import itertools
 import json
 import os
 import re
@@ -203,11 +204,20 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
-def _table(rows: list, header: tuple) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows])
-              for i in range(len(header))]
+def _widths(rows: list, header: tuple) -> list:
+    return [max(len(str(r[i])) for r in [header, *rows])
+            for i in range(len(header))]
+
+
+def _table(rows: list, header: Optional[tuple],
+           widths: Optional[list] = None) -> str:
+    """rows under header (None: no header line), in columns of widths
+    (default: the widest cells)."""
+    top = [] if header is None else [header]
+    if widths is None:
+        widths = _widths(rows, header)
     lines = ['  '.join(str(v).ljust(w) for v, w in zip(row, widths))
-             .rstrip() for row in [header, *rows]]
+             .rstrip() for row in [*top, *rows]]
     return '\n'.join(lines)
 
 
@@ -549,20 +559,55 @@ def _where(rec) -> str:
 
 @command('list', help="list the tenants")
 def list_(args: argparse.Namespace) -> int:
+    # Streamed, a batch of records at a time (sorted by name, as the
+    # catalog keeps them): 100,000 tenants are never in memory at once.
     with _tenants(args) as tenants:
-        records = sorted(tenants.list(), key=lambda r: r.name)
-    if args.json:
-        _print_json([r.to_json() for r in records])
-        return OK
-    if not records:
-        print("no tenants")
-        return OK
-    print(_table([(r.name, r.state, _time(r.created), _time(r.expires),
-                   len(r.snapshots), _show_labels(r.labels))
-                  for r in records],
-                 ('NAME', 'STATE', 'CREATED', 'EXPIRES', 'SNAPSHOTS',
-                  'LABELS')))
+        records = tenants.records(batch=_LIST_BATCH)
+        if args.json:
+            _stream_json(r.to_json() for r in records)
+            return OK
+        header = ('NAME', 'STATE', 'CREATED', 'EXPIRES', 'SNAPSHOTS',
+                  'LABELS')
+        widths = None
+        for chunk in _chunks(records, _LIST_BATCH):
+            rows = [(r.name, r.state, _time(r.created), _time(r.expires),
+                     len(r.snapshots), _show_labels(r.labels))
+                    for r in chunk]
+            if widths is None:
+                # The first batch sets the columns; a longer cell later
+                # pushes its own row only.
+                widths = _widths(rows, header)
+                print(_table([], header, widths))
+            print(_table(rows, None, widths))
+        if widths is None:
+            print("no tenants")
     return OK
+
+
+_LIST_BATCH = 1000
+
+
+def _chunks(iterable, size):
+    it = iter(iterable)
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _stream_json(items) -> None:
+    """Print a JSON array of items as _print_json would, one item at a
+    time."""
+    out = sys.stdout
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=2, sort_keys=False)
+        out.write(('[\n' if first else ',\n')
+                  + '\n'.join('  ' + line for line in text.split('\n')))
+        first = False
+    out.write('[]\n' if first else '\n]\n')
+    out.flush()
 
 
 @command('show', help="show one tenant's record",

@@ -2,13 +2,11 @@
 
 See :class:`multidb.interfaces.ICollection`.
 """
-import atexit
 import collections
 import errno
 import gc
 import inspect
 import logging
-import queue
 import threading
 import time
 import weakref
@@ -107,7 +105,8 @@ class _Entry:
 
     # Slots: a process may declare 100,000 of these.
     __slots__ = ('name', 'factory', 'db_kwargs', 'db', 'state', 'pins',
-                 'origin', 'evictable', 'counted', 'owner', 'dynamic')
+                 'origin', 'evictable', 'counted', 'owner', 'dynamic',
+                 'used')
 
     def __init__(self, name, factory, db_kwargs, origin=None, dynamic=False):
         self.name = name
@@ -132,6 +131,13 @@ class _Entry:
         self.owner = None
         # Declared at run time (by a resolver), not configured.
         self.dynamic = dynamic
+        # Set by every use, cleared by the eviction scan (see _evict): a
+        # use costs no lock and no reordering.
+        self.used = False
+
+    def serves(self, db):
+        # Is db this name's open database?  (Asked under db's pool lock.)
+        return self.state is OPEN and self.db is db
 
 
 def _abort(tm):
@@ -167,8 +173,8 @@ class _Databases(collections.abc.MutableMapping):
         self._collection = collection
 
     def __getitem__(self, name):
-        # Plain ZODB reads it from a connection it holds: may exceed.
-        return self._collection._acquire(name, may_exceed=True).db
+        # Plain ZODB reads it from a connection it holds.
+        return self._collection._acquire(name, holding=True).db
 
     def __contains__(self, name):
         return name in self._collection._entries
@@ -253,22 +259,20 @@ class Collection:
                              f" {max_open!r}")
         self.max_open = max_open
         self.open_timeout = open_timeout
-        # Evict down to max_open - slack at once, so that the closer
-        # thread has a few databases to close while callers go on, and a
-        # caller only waits for it when it falls that far behind.
-        self._slack = max(1, min(32, max_open // 16))
         # One plain lock guards the maps below; nothing slow runs under it
         # (opening and closing storages happen outside it), except
         # remove(), which closes under it so the name cannot be re-added
-        # while its storage is still locked.
+        # while its storage is still locked.  A request's hot path (a
+        # pooled connection of an open database) does not take it: it
+        # takes the database's own pool lock, as ZODB's DB.open does, and
+        # the state changes that would race with it (an eviction or
+        # removal claiming the database) happen under that lock too.
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
         self._entries = {}                      # name -> _Entry
         self._open = collections.OrderedDict()  # LRU first
         self._opening = 0
         self._closing = 0
-        self._closer = None
-        self._queue = None
         self._uncounted = 0  # open databases holding no files
         self._groups = {}   # transaction manager -> weakref to its group
         self._closed = False
@@ -305,6 +309,16 @@ class Collection:
         if entry is None:
             raise UnknownDatabase(name)
         return entry.state is OPEN
+
+    def peek(self, name):
+        """The database of name if it is open right now, else None: never
+        opens, waits or pins (the database may be evicted at once), for
+        a quick look at an open database (its storage's last
+        transaction)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.state is not OPEN:
+            return None
+        return entry.db
 
     @property
     def open_count(self):
@@ -383,7 +397,7 @@ class Collection:
                     self._wait(0.05)
                     continue
                 if entry.state is OPEN:
-                    busy = entry.pins + glue.connections_in_use(entry.db)
+                    busy = self._claim(entry)
                     if busy:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
@@ -467,7 +481,6 @@ class Collection:
                     self._really_close(db)
                 except Exception:
                     log.exception("closing database %r failed", entry.name)
-        self._stop_closer()
 
     def __enter__(self):
         return self
@@ -654,22 +667,22 @@ class Collection:
             self._wait(0.05)
             entry = self._entries.get(name)
 
-    def _acquire(self, name, pin=False, may_exceed=False):
+    def _acquire(self, name, pin=False, holding=False):
         """Return the entry of name, open; pinned if asked.
 
-        may_exceed: the caller holds connections already (see _make_room).
+        holding: the caller holds connections already (see _make_room).
         """
         with self._cond:
             entry = self._entries.get(name)
             if entry is not None and entry.state is OPEN and \
                     entry.owner is None:
-                self._open.move_to_end(name)
+                entry.used = True
                 if pin:
                     entry.pins += 1
                 return entry
-        return self._acquire_slow(name, pin, may_exceed)
+        return self._acquire_slow(name, pin, holding)
 
-    def _acquire_slow(self, name, pin, may_exceed):
+    def _acquire_slow(self, name, pin, holding):
         resolver = self._resolver
         if resolver is not None and name not in self._entries:
             resolver.resolve(name)   # declares it, if it exists
@@ -681,13 +694,13 @@ class Collection:
                                      entry.owner != threading.get_ident()):
                     raise UnknownDatabase(name)
                 if entry.state is OPEN:
-                    self._open.move_to_end(name)
+                    entry.used = True
                     if pin:
                         entry.pins += 1
                     return entry
                 if entry.state is CLOSED:
-                    self._make_room(name, may_exceed)
-                    # _make_room may have waited: look again.
+                    self._make_room(name, holding)
+                    # _make_room may have let the lock go: look again.
                     if entry.state is CLOSED and \
                             self._entries.get(name) is entry:
                         entry.state = OPENING
@@ -777,17 +790,12 @@ class Collection:
         raise FileLimitReached(entry.name, self.open_count, self.max_open)
 
     def _shed_one(self):
-        """Close one idle database now (waiting for the closer); True if
-        one was closed."""
+        """Close one idle database now; True if one was closed."""
         with self._cond:
-            before = len(self._open)
-            self._evict(1)
-            if len(self._open) == before:
-                return False
-            deadline = time.monotonic() + self.open_timeout
-            while self._closing and time.monotonic() < deadline:
-                self._wait(0.05)
-            return True
+            victims = self._evict(1)
+            if victims:
+                self._close_evicted(victims)
+            return bool(victims)
 
     def _pin_db(self, db):
         """For DB.open(): pin db, or the reopened database of its name
@@ -796,7 +804,7 @@ class Collection:
         with self._cond:
             if entry.db is db and entry.state is OPEN:
                 entry.pins += 1
-                self._open.move_to_end(entry.name)
+                entry.used = True
                 return entry, db
             if self._entries.get(entry.name) is not entry:
                 raise UnknownDatabase(entry.name,
@@ -804,36 +812,34 @@ class Collection:
         entry = self._acquire(entry.name, pin=True)
         return entry, entry.db
 
-    def _open_connection(self, name, transaction_manager, may_exceed,
-                         connections):
+    def _open_connection(self, name, transaction_manager, connections):
         """Open a connection of name's database as a member of a group
         (whose members share the mapping connections; it is added there).
 
-        The hot path: one trip through the collection's lock, which looks
-        the database up, marks it used and pops a pooled connection; a
-        popped connection keeps the database from eviction, so no pin is
-        needed.  ZODB's DB.open also garbage-collects the caches of idle
-        pooled connections on every call; here that happens when a
-        connection goes back to the pool (ZODB's repush trims the pool).
+        The hot path takes no lock of the collection: the database's own
+        pool lock (which ZODB's DB.open takes too) covers looking at the
+        entry's state and taking a connection, and an eviction or removal
+        claims the database under that same lock (see _claim), so a
+        database is never closed under a connection taken here.  ZODB's
+        DB.open also garbage-collects the caches of idle pooled
+        connections on every call; here that happens when a connection
+        goes back to the pool (ZODB's repush trims the pool).
         """
-        conn = pinned = None
-        with self._cond:
-            entry = self._entries.get(name)
-            if entry is not None and entry.state is OPEN and \
-                    entry.owner is None:
-                self._open.move_to_end(name)
-                conn = glue.pop_pooled(entry.db)
-                if conn is None:
-                    entry.pins += 1
-                    pinned = entry
+        conn = None
+        entry = self._entries.get(name)
+        if entry is not None and entry.owner is None:
+            db = entry.db
+            if db is not None and entry.state is OPEN:
+                conn = glue.take_connection(db, entry.serves)
+                if conn is not None:
+                    entry.used = True
         if conn is None:
-            if pinned is None:
-                pinned = self._acquire(name, pin=True, may_exceed=may_exceed)
+            entry = self._acquire(name, pin=True,
+                                  holding=bool(connections))
             try:
-                conn = glue.take_connection(pinned.db)
+                conn = glue.take_connection(entry.db)
             finally:
-                self._unpin(pinned)
-            entry = pinned
+                self._unpin(entry)
         try:
             return glue.open_into(conn, transaction_manager, connections)
         except Exception as e:
@@ -859,15 +865,13 @@ class Collection:
         """For glue: take conn out of its database's pool if it is idle
         there and its database is still the open one of its name."""
         db = conn.db()
-        with self._cond:
-            entry = self._entries.get(db.database_name)
-            if entry is None or entry.state is not OPEN or \
-                    entry.db is not db or entry.owner is not None:
-                return False
-            if not glue.pop_specific(db, conn):
-                return False
-            self._open.move_to_end(entry.name)
-            return True
+        entry = self._entries.get(db.database_name)
+        if entry is None or entry.owner is not None:
+            return False
+        if not glue.pop_specific(db, conn, entry.serves):
+            return False
+        entry.used = True
+        return True
 
     def _unpin(self, entry):
         with self._cond:
@@ -876,22 +880,16 @@ class Collection:
                 self._cond.notify_all()
 
     def _connection_returned(self, db):
-        # A connection went back to db's pool (glue.DB._returnToPool).
-        # Beyond max_open (a group went over it rather than wait), evict
-        # back down now that something may be idle; and wake whoever waits
-        # for a connection to come back (remove(), an opener).
-        if self._waiters or \
-                len(self._open) - self._uncounted + self._opening \
-                > self.max_open:
+        # A connection went back to db's pool (glue.DB._returnToPool):
+        # wake whoever waits for one (remove(), an opener waiting for a
+        # slot).
+        if self._waiters:
             with self._cond:
-                excess = (len(self._open) - self._uncounted + self._opening
-                          - self.max_open)
-                if excess > 0:
-                    self._evict(excess)
                 self._cond.notify_all()
 
     def _add_open(self, entry):
         # With the lock held.
+        entry.used = False
         self._open[entry.name] = entry
         if not entry.counted:
             self._uncounted += 1
@@ -901,6 +899,20 @@ class Collection:
         del self._open[entry.name]
         if not entry.counted:
             self._uncounted -= 1
+
+    def _claim(self, entry):
+        """With the lock held, for an OPEN entry: mark it CLOSING if
+        nothing uses it (return 0), else return how many use it.  Under
+        the database's pool lock, so that the hot path of
+        _open_connection either took its connection before (and the
+        database is in use) or sees the new state (and takes the slow
+        path)."""
+        db = entry.db
+        with glue.pool_lock(db):
+            busy = entry.pins + glue.connections_in_use(db, locked=True)
+            if not busy:
+                entry.state = CLOSING
+            return busy
 
     def wait_idle(self, name, timeout=0):
         """See :meth:`multidb.interfaces.ICollection.wait_idle`."""
@@ -934,96 +946,98 @@ class Collection:
                     self._wait(min(0.05, remaining))
             return True
 
-    def _make_room(self, name, may_exceed=False):
-        """With the lock held: return once one more database may open,
-        evicting idle ones; waits up to open_timeout for a slot.
+    def _make_room(self, name, holding=False):
+        """With the lock held: return once one more database may open.
 
-        A caller that holds connections already (a group with members,
-        plain ZODB's get_connection on a member) never waits for a
-        database to fall idle: groups that each hold some databases and
-        wait for one more would wait for each other for ever.  It waits
-        only for evicted databases to finish closing (which needs no
-        group), and opens beyond max_open when every open database is in
-        use; the collection evicts back down as databases fall idle.
-        Callers that hold nothing wait, so the excess stays bounded by the
-        groups in flight.
+        ``max_open`` is a hard bound: databases being opened or closed
+        count.  When the collection is full, the caller closes the least
+        recently used idle database itself (outside the lock: nobody waits
+        for a closer thread, and the slot is free before the open that
+        needs it).
+
+        When every open database is in use, a caller holding nothing waits
+        up to ``open_timeout`` for one to fall idle.  A caller that holds
+        connections already (a group with members, plain ZODB's
+        get_connection on a member) waits only while databases are being
+        opened or closed elsewhere: groups that each hold databases and
+        wait for one more would wait for each other.  Both then get
+        ``TooManyOpen``, which is transient: ``run()`` closes the group's
+        connections and tries again.
         """
         deadline = None
         while True:
             self._check_not_closed()
             used = self._used()
-            if used + 1 > self.max_open - self._slack:
-                self._evict(used + 1 - (self.max_open - self._slack))
-                used = self._used()
             if used < self.max_open:
                 return
+            victims = self._evict(used + 1 - self.max_open)
+            if victims:
+                self._close_evicted(victims)
+                continue
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.open_timeout
-            if may_exceed and (not self._closing or now >= deadline):
-                log.debug("opening %r beyond max_open=%d: every open"
-                          " database is in use", name, self.max_open)
-                return
-            if now >= deadline:
-                raise TooManyOpen(name, self.max_open, self.open_timeout)
+            if now >= deadline or (holding and not self._opening
+                                   and not self._closing):
+                raise TooManyOpen(name, self.max_open,
+                                  None if holding else self.open_timeout)
             self._wait(min(0.05, deadline - now))
 
     def _evict(self, count):
-        """With the lock held: hand up to count idle databases, least
-        recently used first, to the closer thread."""
+        """With the lock held: claim up to count idle databases, least
+        recently used first, and return them (CLOSING, counted in
+        _closing); the caller closes them with _close_evicted.
+
+        The order is a clock (second chance): a database used since the
+        scan last passed it goes to the back of the queue instead.  Uses
+        only set a flag, so the hot path never reorders under a lock."""
         victims = []
+        spared = []
         for entry in self._open.values():
-            if (entry.evictable and not entry.pins
-                    and not glue.connections_in_use(entry.db)):
+            if not entry.evictable:
+                continue
+            if entry.used:
+                entry.used = False
+                spared.append(entry)
+                continue
+            if not self._claim(entry):
                 victims.append(entry)
                 if len(victims) >= count:
                     break
-        if not victims:
-            return
-        if self._closer is None:
-            self._start_closer()
+        for entry in spared:
+            self._open.move_to_end(entry.name)
+        if len(victims) < count:
+            # Every database was used since the last scan: the least
+            # recently spared ones go first.
+            for entry in spared:
+                if len(victims) >= count:
+                    break
+                if entry.state is OPEN and not self._claim(entry):
+                    victims.append(entry)
         for entry in victims:
             self._drop_open(entry)
-            db, entry.db, entry.state = entry.db, None, CLOSING
             self._closing += 1
-            self._queue.put((entry, db))
+        return victims
 
-    def _start_closer(self):
-        # Closing a FileStorage writes its index: do it off the caller's
-        # path, in one daemon thread per collection.
-        self._queue = queue.SimpleQueue()
-        self._closer = threading.Thread(
-            target=self._closer_loop, name=f'multidb closer {id(self):#x}',
-            daemon=True)
-        self._closer.start()
-        atexit.register(self._stop_closer)
-
-    def _closer_loop(self):
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            entry, db = item
-            try:
-                self._really_close(db)
-            except Exception:
-                log.exception("closing evicted database %r failed",
-                              entry.name)
-            with self._cond:
+    def _close_evicted(self, victims):
+        """With the lock held: close databases claimed by _evict, letting
+        the lock go meanwhile (closing a storage is slow)."""
+        dbs = [entry.db for entry in victims]
+        self._cond.release()
+        try:
+            for entry, db in zip(victims, dbs):
+                try:
+                    self._really_close(db)
+                except Exception:
+                    log.exception("closing evicted database %r failed",
+                                  entry.name)
+        finally:
+            self._cond.acquire()
+            for entry in victims:
                 self._closing -= 1
                 if entry.state is CLOSING:
-                    entry.state = CLOSED
-                self._cond.notify_all()
-
-    def _stop_closer(self):
-        closer = self._closer
-        if closer is None:
-            return
-        self._closer = None
-        self._queue.put(None)
-        closer.join()
-        atexit.unregister(self._stop_closer)
+                    entry.db, entry.state = None, CLOSED
+            self._cond.notify_all()
 
     @staticmethod
     def _really_close(db):

@@ -68,7 +68,7 @@ _NOT_DB_KWARGS = frozenset([
     'storage', 'database_name',
     # <tenants>
     'catalog', 'init', 'expire_action', 'archive_dir', 'archive_checksum',
-    'archive_key_file', 'archive_allow',
+    'archive_key_file', 'archive_allow', 'catalog_poll_interval',
     'snapshot_dir', 'admin_dsn', 'template_database',
 ])
 # Storage kinds of the zodburi schemes; other schemes show as themselves.
@@ -342,6 +342,7 @@ class TenantTemplate:
         self.expire_action: str = section.expire_action
         self.archive_dir: Optional[str] = section.archive_dir
         self.archive_checksum: str = section.archive_checksum
+        self.catalog_poll_interval: float = section.catalog_poll_interval
         self.archive_key_file: Optional[str] = section.archive_key_file
         self.archive_allow: list = [
             entry for line in section.archive_allow or () for entry in line]
@@ -442,7 +443,8 @@ class TenantTemplate:
                        archive_dir=self.archive_dir,
                        archive_checksum=self.archive_checksum,
                        archive_key=self._archive_key(),
-                       archive_allow=self.archive_allow)
+                       archive_allow=self.archive_allow,
+                       catalog_poll_interval=self.catalog_poll_interval)
 
     def _archive_key(self) -> Optional[bytes]:
         # Read again here: the datatype checked it at load, and the key is

@@ -8,6 +8,8 @@ the offending input as an attribute.
 """
 import errno
 
+from transaction.interfaces import TransientError
+
 __all__ = [
     'MultiDBError',
     'FileLimitReached',
@@ -118,19 +120,31 @@ class GroupExists(MultiDBError, RuntimeError):
             f" manager {transaction_manager!r}")
 
 
-class TooManyOpen(MultiDBError, RuntimeError):
+class TooManyOpen(MultiDBError, RuntimeError, TransientError):
     """Raised when a database must be opened, ``max_open`` databases are
-    open, every one of them has connections in use for longer than the
-    collection's ``open_timeout``, and the caller holds no connection of
-    the collection (a caller that does may go beyond ``max_open``)."""
+    open, and every one of them is in use: for the collection's
+    ``open_timeout`` when the caller holds no connection, at once when it
+    does (groups that each hold databases and wait for one more would wait
+    for each other).  ``timeout`` is None in the second case.
+
+    ``max_open`` is a hard bound.  The error is a
+    ``transaction.interfaces.TransientError``: ``Collection.run`` (and
+    any retrying transaction runner) closes the group's connections and
+    tries again."""
 
     def __init__(self, name, max_open, timeout):
         self.name = name
         self.max_open = max_open
         self.timeout = timeout
+        if timeout is None:
+            why = ("are in use, and the caller holds connections already"
+                   " (waiting could wait for ever for groups waiting for"
+                   " it)")
+        else:
+            why = f"stayed in use for {timeout} s"
         super().__init__(
             f"cannot open database {name!r}: all {max_open} open databases"
-            f" (max_open) stayed in use for {timeout} s")
+            f" (max_open) {why}")
 
 
 class DatabaseLocked(MultiDBError, RuntimeError):

@@ -67,28 +67,45 @@ def disconnected_exceptions(storage):
     return tuple(getattr(driver, 'disconnected_exceptions', ()) or ())
 
 
-def connections_in_use(db):
+def pushes_invalidations(storage):
+    """Does storage's ``lastTransaction()`` follow every commit, in this
+    process, without a poll?  Yes for storages that no other process
+    writes (FileStorage locks its file; MappingStorage and DemoStorage live
+    in the process) and for ZEO clients (their server pushes
+    invalidations).  No for RelStorage, which polls, and for storages not
+    known here."""
+    from ZODB.DemoStorage import DemoStorage
+    from ZODB.FileStorage import FileStorage
+    from ZODB.MappingStorage import MappingStorage
+    kinds = (FileStorage, MappingStorage, DemoStorage)
+    try:
+        from ZEO.ClientStorage import ClientStorage
+        kinds += (ClientStorage,)
+    except ImportError:  # pragma: no cover (ZEO is a dependency)
+        pass
+    return isinstance(storage, kinds)
+
+
+def pool_lock(db):
+    """The lock guarding db's connection pools (ZODB's DB.open takes it)."""
+    return db._lock
+
+
+def connections_in_use(db, locked=False):
     """How many connections of db are handed out (popped from a pool and
-    not given back), opened or about to be.
+    not given back), opened or about to be.  locked: the caller holds
+    pool_lock(db).
 
     The pools keep weak references to handed-out connections, so one
     dropped without being closed stops counting once it is collected.
     """
-    with db._lock:
-        n = len(db.pool.all) - len(db.pool.available)
-        for pool in db.historical_pool.pools.values():
-            n += len(pool.all) - len(pool.available)
-        return n
-
-
-def pop_pooled(db):
-    """A pooled connection of db, popped under db's lock, or None.
-
-    Once popped it counts as in use (see connections_in_use), so a caller
-    may pop it under its own lock and open it after releasing that.
-    """
-    with db._lock:
-        return db.pool.pop()
+    if not locked:
+        with db._lock:
+            return connections_in_use(db, True)
+    n = len(db.pool.all) - len(db.pool.available)
+    for pool in db.historical_pool.pools.values():
+        n += len(pool.all) - len(pool.available)
+    return n
 
 
 # A persistent weak reference is pickled as the persistent id
@@ -377,10 +394,14 @@ def close_unit(connections, first=None):
             log.exception("closing the connection to %r failed", name)
 
 
-def take_connection(db):
+def take_connection(db, valid=None):
     """A connection of db taken from its pool, or a new one (as ZODB's
-    DB.open makes it), not opened yet; it counts as in use."""
+    DB.open makes it), not opened yet; it counts as in use.  valid: a
+    callable valid(db) asked under the pool's lock; when it says no, None
+    is returned and nothing taken."""
     with db._lock:
+        if valid is not None and not valid(db):
+            return None
         conn = db.pool.pop()
         if conn is None:
             db.pool.push(db.klass(db, db._cache_size, None,
@@ -424,9 +445,8 @@ def open_member(db, transaction_manager, connections):
     database of a collection or adopted by one)."""
     owner = getattr(db, '_owner', None)
     if owner is not None:
-        # The caller holds connections already: may go beyond max_open.
         return owner._open_connection(db.database_name, transaction_manager,
-                                      True, connections)
+                                      connections)
     return open_into(take_connection(db), transaction_manager, connections)
 
 
@@ -441,10 +461,13 @@ def _reclaim(conn):
     return pop_specific(db, conn)
 
 
-def pop_specific(db, conn):
+def pop_specific(db, conn, valid=None):
     """Pop conn from db's pool of available connections; False if it is
-    not there (in use, discarded, or the database closed)."""
+    not there (in use, discarded, or the database closed), or if
+    valid(db), asked under the pool's lock, says no."""
     with db._lock:
+        if valid is not None and not valid(db):
+            return False
         available = db.pool.available
         for i, (_, c) in enumerate(available):
             if c is conn:

@@ -58,8 +58,7 @@ class ConnectionGroup:
         # members (so plain ZODB's get_connection on any member finds
         # them), with the partners it brings back (see glue.Connection).
         conn = self._collection._open_connection(
-            name, self.transaction_manager, bool(self.connections),
-            self.connections)
+            name, self.transaction_manager, self.connections)
         return conn
 
     def root(self, name):

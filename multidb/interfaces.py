@@ -402,6 +402,13 @@ class ITenants(Interface):
     def list():
         """Every record, sorted by name."""
 
+    def records(batch=1000):
+        """Every record, sorted by name, as an iterator that reads the
+        catalog batch records at a time, each batch in a transaction of
+        its own (so a catalog of 100,000 tenants is never in memory at
+        once; a tenant created or dropped meanwhile may or may not be
+        seen)."""
+
     def snapshot(name, label=None):
         """Take a consistent point-in-time copy while the tenant may be in
         use; return its id."""

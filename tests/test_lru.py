@@ -83,19 +83,55 @@ def test_too_many_open_when_all_in_use(small):
         g2.root('d3')
 
 
-def test_group_holding_databases_may_exceed_max_open(small):
-    # Waiting here could deadlock with other groups doing the same.
+def test_max_open_is_a_hard_bound_for_a_group_holding_databases(small):
+    # A group holding databases does not wait for a slot (groups doing
+    # the same would wait for each other): TooManyOpen at once, naming
+    # the database; it never goes beyond max_open.
     tm = transaction.TransactionManager()
     g = small.group(tm)
-    for i in range(5):
+    for i in range(3):
         g.root(f'd{i}')['v'] = i
-    assert small.open_count == 5
+    t0 = time.monotonic()
+    with pytest.raises(multidb.TooManyOpen,
+                       match="'d3'.*holds connections") as e:
+        g.root('d3')
+    assert time.monotonic() - t0 < 0.4 and e.value.timeout is None
+    assert small.open_count == 3 and not small.is_open('d3')
+    # The same through plain ZODB's get_connection on a member.
+    with pytest.raises(multidb.TooManyOpen, match="'d4'"):
+        g.get_connection('d0').get_connection('d4')
+    assert small.open_count == 3
     tm.commit()
     g.close()
-    with small.transaction() as g:  # back under max_open once idle
-        g.root('d9')
-    _settle(small)
+    with small.transaction() as g:   # room again once the group closed
+        g.root('d3')
     assert small.open_count <= 3
+
+
+def test_too_many_open_is_retried_by_run(small):
+    # TooManyOpen is transient: run() closes the group's connections and
+    # tries again, until the other group is done.
+    from transaction.interfaces import TransientError
+    assert issubclass(multidb.TooManyOpen, TransientError)
+    held = small.group(transaction.TransactionManager())
+    held.root('d0')
+    held.root('d1')
+    tries = []
+    timer = threading.Timer(0.2, held.close)
+
+    def work(g):
+        tries.append(1)
+        g.root('d2')
+        if len(tries) == 1:
+            timer.start()
+        g.root('d3')['ok'] = len(tries)   # no slot until held closes
+        return len(tries)
+
+    done = small.run(work, attempts=20, backoff=0.05, max_backoff=0.1)
+    timer.join()
+    assert done == len(tries) > 1
+    with small.transaction() as g:
+        assert g.root('d3')['ok'] == done
 
 
 def test_waiting_opener_gets_a_slot_when_a_group_closes(small):
@@ -145,29 +181,39 @@ def test_in_memory_databases_are_never_evicted(fs_factory):
             assert g.root('mem')['x'] == 1
 
 
-def test_remove_waits_for_background_close(small, tmp_path):
+def test_remove_waits_for_a_close_in_another_thread(small, tmp_path):
     from ZODB.FileStorage import FileStorage
-    # A slow closer (a big index to write): evicted databases stay in the
-    # closing state long enough for remove() to meet them.
+    # The thread that needs a slot closes the evicted database itself; a
+    # slow close (a big index to write) in one thread keeps the database
+    # in the closing state long enough for remove() in another to meet it.
     really_close = small._really_close
+    closing = threading.Event()
 
     def slow_close(db):
-        time.sleep(0.05)
+        closing.set()
+        time.sleep(0.3)
         really_close(db)
-    small._really_close = slow_close
-    for i in range(10):
+    for i in range(3):
         with small.transaction() as g:
             g.root(f'd{i}')['v'] = i
-    assert small.open_count > small.max_open - small._slack   # closing
-    for i in range(10):
-        small.remove(f'd{i}')
-        # remove() returned: the file is closed and unlocked, so it can
-        # be opened again at once (a LockError if remove did not wait).
-        FileStorage(str(tmp_path / f'd{i}.fs')).close()
-    assert len(small) == 0
+    small._really_close = slow_close
+
+    def evict_d0():
+        with small.transaction(transaction.TransactionManager()) as g:
+            g.root('d3')['v'] = 3
+    t = threading.Thread(target=evict_d0)
+    t.start()
+    assert closing.wait(5)
+    assert not small.is_open('d0')
+    small.remove('d0')
+    # remove() returned: the file is closed and unlocked, so it can be
+    # opened again at once (a LockError if remove did not wait).
+    FileStorage(str(tmp_path / 'd0.fs')).close()
+    t.join()
+    assert 'd0' not in small and small.open_count == 3
 
 
-def test_close_drains_the_closer(fs_factory, tmp_path):
+def test_close_closes_every_file(fs_factory, tmp_path):
     from ZODB.FileStorage import FileStorage
     c = multidb.Collection(max_open=1)
     for i in range(5):

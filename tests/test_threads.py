@@ -41,7 +41,10 @@ def test_hammer(fs_factory):
                     with lock:
                         commits[0] += 1
             except (multidb.DuplicateName, multidb.UnknownDatabase,
-                    multidb.DatabaseInUse, ConflictError):
+                    multidb.DatabaseInUse, ConflictError,
+                    # A group holding a database finds the other three in
+                    # use by groups doing the same (max_open is 4).
+                    multidb.TooManyOpen):
                 pass
             except Exception as e:  # anything else is a bug
                 errors.append(e)
@@ -54,9 +57,7 @@ def test_hammer(fs_factory):
     [t.join() for t in threads]
     assert errors == []
     assert commits[0] > 50
-    # Groups may go beyond max_open rather than wait for each other; the
-    # collection evicts back down as their connections come back, and
-    # closes what it evicted in the background.
+    # max_open is a hard bound.
     assert c.settle(10)
     assert c.open_count <= 4
     # Every remaining database still opens and works.

@@ -13,6 +13,8 @@ import re
 import uuid
 from typing import Optional
 
+from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
 CATALOG_KEY = 'multidb.tenants'
@@ -20,6 +22,10 @@ CATALOG_KEY = 'multidb.tenants'
 # it at their transaction boundaries (BTrees' Length resolves concurrent
 # bumps without conflict).
 SERIAL_KEY = 'multidb.tenants.serial'
+# serial -> the name of the tenant that change was about (see bump).
+CHANGES_KEY = 'multidb.tenants.changes'
+#: How many changes the log keeps.
+LOG_KEEP = 10_000
 
 UTC = datetime.timezone.utc
 
@@ -164,15 +170,46 @@ def tree(root, create=False):
     return t
 
 
-def bump(root):
-    """Count a change of the catalog's membership."""
-    from BTrees.Length import Length
+def bump(root, name):
+    """Count a change of the catalog's membership, or of where a tenant's
+    data is (name created, dropped, reverted, restored), and log it under
+    the new serial, so that other processes read what changed since they
+    last looked (``changes``), not the whole catalog.
+
+    Two processes logging at once both write the same serial: one of them
+    gets a ConflictError and tries again (lifecycle operations do).  The
+    log keeps the last ``LOG_KEEP`` changes; a process further behind
+    reads the whole catalog once."""
     serial = root.get(SERIAL_KEY)
     if serial is None:
         serial = root[SERIAL_KEY] = Length()
     serial.change(1)
+    log = root.get(CHANGES_KEY)
+    if log is None:
+        # Catalogs made before the log: it starts now; a process that
+        # last looked before that reads the whole catalog once.
+        log = root[CHANGES_KEY] = LOBTree()
+    new = serial()
+    log[new] = name
+    if new - LOG_KEEP in log:
+        del log[new - LOG_KEEP]
 
 
 def serial(root):
     counter = root.get(SERIAL_KEY)
     return 0 if counter is None else counter()
+
+
+def changes(root, since, until):
+    """The names changed after serial since, up to until (a set), or None
+    when the log does not reach back that far (read the whole catalog)."""
+    if since == until:
+        return set()
+    log = root.get(CHANGES_KEY)
+    if log is None or since > until:
+        return None
+    names = set(log.values(since + 1, until))
+    # Every serial in between must be there, or something is missing.
+    if len(log.keys(since + 1, until)) != until - since:
+        return None
+    return names

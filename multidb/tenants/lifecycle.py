@@ -20,6 +20,7 @@ import functools
 import datetime
 import gc
 import importlib
+import itertools
 import logging
 import os
 import random
@@ -43,6 +44,7 @@ from multidb.errors import StorageInTheWay
 from multidb.errors import TenantExists
 from multidb.errors import UnknownDatabase
 from multidb.glue import is_joined
+from multidb.glue import pushes_invalidations
 from multidb.interfaces import INameResolver
 from multidb.interfaces import ITenants
 from multidb.names import check_tenant_name
@@ -56,6 +58,7 @@ from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import Snapshot
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalog import bump as _bump
+from multidb.tenants.catalog import changes as _changes
 from multidb.tenants.catalog import serial as _serial
 from multidb.tenants.catalog import tree as _tree
 
@@ -224,13 +227,16 @@ class _Opener:
     storage is gone raises MissingStorage), except for the create that
     makes the tenant, at its first open."""
 
-    __slots__ = ('backend', 'settings', 'name', 'create')
+    __slots__ = ('backend', 'settings', 'name', 'create', 'modified')
 
     def __init__(self, backend, rec, create=False):
         self.backend = backend
         self.settings = rec.settings
         self.name = rec.name
         self.create = create
+        # The record's 'modified' when declared: another process that
+        # replaces the data (revert, restore) changes it (see refresh).
+        self.modified = rec.modified
 
     def __call__(self):
         storage = self.backend.factory(self.settings, name=self.name,
@@ -274,13 +280,16 @@ class Tenants:
     bytes; None: the environment variable ``MULTIDB_ARCHIVE_KEY``, read
     at each archive and restore); archive_allow: what the pickles of a
     restored archive may name besides the defaults (see
-    ``multidb.tenants.archive.PicklePolicy``).
+    ``multidb.tenants.archive.PicklePolicy``); catalog_poll_interval: how
+    often (seconds) a catalog whose storage does not push invalidations
+    (RelStorage) is polled for changes (see ``refresh``).
     """
 
     def __init__(self, collection, *, catalog, backend, db_kwargs=None,
                  init=None, expire_action='drop', archive_dir=None,
                  in_use_timeout=0, archive_checksum='crc32',
-                 archive_key=None, archive_allow=()):
+                 archive_key=None, archive_allow=(),
+                 catalog_poll_interval=1.0):
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
@@ -310,10 +319,20 @@ class Tenants:
         self._lock = threading.Lock()
         self._catalog_lock = threading.Lock()   # see _catalog
         self._busy = {}          # name -> [lock, users]
-        # Names this object declared -> the 'modified' of the record it
-        # declared them from (data replaced elsewhere changes it).
+        # Names this object declared -> their _Opener (which knows the
+        # record's settings and 'modified' stamp: see refresh).
         self._declared = {}
-        self._serial_seen = None  # the catalog serial refresh() last saw
+        # What refresh() last saw: the catalog's serial, its database and
+        # that storage's last transaction; when to poll a storage that
+        # does not push invalidations.
+        self._serial_seen = None
+        self._catalog_db = None
+        self._tid_seen = None
+        self._pushes = False
+        self._poll_due = 0.0
+        #: How often refresh() polls a catalog whose storage does not push
+        #: invalidations (RelStorage), in seconds.
+        self.catalog_poll_interval = catalog_poll_interval
         self._loaded = False
         collection.set_resolver(self)
         # The catalog finishes last in a two-phase commit: a crash between
@@ -374,19 +393,40 @@ class Tenants:
 
     def list(self):
         """See ``ITenants.list``."""
-        return self._read(lambda tree: list(tree.values()))
+        return list(self.records())
+
+    def records(self, batch=1000):
+        """See ``ITenants.records``."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch!r}")
+        after = None
+        while True:
+            def read(tree, after=after):
+                if tree is None:
+                    return []
+                items = tree.items() if after is None else \
+                    tree.items(after, excludemin=True)
+                return list(itertools.islice(items, batch))
+            chunk = self._read(read)
+            for _, rec in chunk:
+                yield rec
+            if len(chunk) < batch:
+                return
+            after = chunk[-1][0]
 
     def __contains__(self, name):
         return self._record(name) is not None
 
     def load(self):
         """Declare every tenant of the catalog in the collection (lazily:
-        nothing is opened but the catalog)."""
-        records = self.list()
-        for rec in records:
+        nothing is opened but the catalog).  The records are read a batch
+        at a time: a process with 100,000 tenants never holds them all."""
+        count = 0
+        for rec in self.records():
             self._declare(rec)
+            count += 1
         self._loaded = True
-        return len(records)
+        return count
 
     # -- INameResolver: how the collection asks about tenants ------------
 
@@ -431,36 +471,67 @@ class Tenants:
     def refresh(self, group, name):
         """See ``INameResolver.refresh``: bring the collection up to date
         with the catalog as group's transaction sees it: tenants dropped
-        (by this or another process) are removed from the collection and
-        from group.  Cheap when nothing came or went: one counter is
-        compared.  Tenants created elsewhere are declared on first use of
-        their names.
+        (by this or another process), or whose data another process
+        replaced (revert, restore) or moved (relocate), are removed from
+        the collection and from group, to be declared again on use.
+        Tenants created elsewhere are declared on first use of their
+        names.
+
+        Cheap when nothing changed: no catalog connection is opened.  The
+        catalog's storage says when it last committed (``lastTransaction``,
+        which FileStorage and ZEO keep current in the process, ZEO from
+        the invalidations its server pushes); only a change makes refresh
+        read the catalog, and then only the names changed since it last
+        looked (the catalog's change log).  A storage that does not push
+        (RelStorage polls) is polled at most every
+        ``catalog_poll_interval`` seconds: within that a tenant dropped
+        elsewhere is found when its own storage fails (a dropped
+        PostgreSQL database), one created elsewhere when its name is
+        first asked for.
 
         A dropped tenant that another group still holds stays declared
-        until a later refresh finds it idle (the counter is not marked
+        until a later refresh finds it idle (the change is not marked
         seen meanwhile); the group asking for it by name gets
         ``UnknownDatabase`` at once, never a connection to a database
         that is gone."""
         if name == self.catalog:
             return False   # asked again at the group's next use
+        db = self.collection.peek(self.catalog)
+        if db is not None and db is self._catalog_db:
+            tid = db.storage.lastTransaction()
+            if tid == self._tid_seen and (
+                    self._pushes or time.monotonic() < self._poll_due):
+                return True
+        else:
+            tid = None
         root = group.get_connection(self.catalog).root()
+        if tid is None:
+            db = group.connections[self.catalog].db()
         seen = _serial(root)
-        if seen == self._serial_seen:
+        before = self._serial_seen
+        if seen == before:
+            self._saw(db, tid, seen)
             return True
         tree = _tree(root)
-        names = set(tree.keys()) if tree is not None else set()
+        changed = None if before is None else _changes(root, before, seen)
+        if changed is None:
+            # Too far behind the log (or the first look): every declared
+            # tenant is compared with its record.
+            changed = list(self._declared)
         settled = True
         held = False
-        for known, modified in list(self._declared.items()):
-            if known in self._busy:
+        for known in changed:
+            opener = self._declared.get(known)
+            if opener is None or known in self._busy:
                 continue
-            if known in names:
-                # Still there; but when another process replaced its data
-                # (revert, restore) the open database would go on serving
-                # the old data: closed, to be declared again on use.
-                current = tree.get(known)
-                if current is None or current.modified == modified:
-                    continue
+            current = tree.get(known) if tree is not None else None
+            # Still there, and its data where it was: nothing to do.  When
+            # another process replaced its data (revert, restore) or moved
+            # it (relocate), the open database would go on serving the
+            # old data: closed, to be declared again on use.
+            if current is not None and current.modified == opener.modified \
+                    and current.settings == opener.settings:
+                continue
             conn = group.connections.get(known)
             if conn is not None and not is_joined(conn):
                 group.release(known)
@@ -470,22 +541,34 @@ class Tenants:
                 # Another group still holds it: again at the next
                 # refresh, whatever the counter says then.
                 settled = False
-                held = held or (known == name and known not in names)
+                held = held or (known == name and current is None)
         if settled:
-            self._serial_seen = seen
+            self._saw(db, tid, seen)
         if held:
             raise UnknownDatabase(name, "no longer exists (dropped; a"
                                   " group still holds its connections)")
         return True
 
+    def _saw(self, db, tid, serial):
+        # What refresh() found (tid None: read the catalog without looking
+        # at its storage first; the next refresh reads it again).
+        with self._lock:
+            if self._serial_seen is None or serial >= self._serial_seen:
+                self._serial_seen = serial
+                self._catalog_db = db
+                self._tid_seen = tid
+                self._pushes = pushes_invalidations(db.storage)
+                self._poll_due = (time.monotonic()
+                                  + self.catalog_poll_interval)
+
     def _declare(self, rec, private=False, create=False):
         if rec.name in self.collection:
             return
+        opener = _Opener(self.backend_for(rec), rec, create)
         self.collection.declare(
-            rec.name, _Opener(self.backend_for(rec), rec, create),
-            origin=f'catalog {self.catalog!r}', private=private, dynamic=True,
-            **self.db_kwargs)
-        self._declared[rec.name] = rec.modified
+            rec.name, opener, origin=f'catalog {self.catalog!r}',
+            private=private, dynamic=True, **self.db_kwargs)
+        self._declared[rec.name] = opener
 
     def _undeclare(self, name, timeout=None):
         timeout = self.in_use_timeout if timeout is None else timeout
@@ -680,7 +763,7 @@ class Tenants:
                         if name in tree:          # another process won
                             raise TenantExists(name)
                         tree[name] = rec
-                        _bump(g.root(self.catalog))
+                        _bump(g.root(self.catalog), name)
                         # The lock must still be held as the record
                         # commits (PostgreSQL's is lost with its
                         # connection).
@@ -826,7 +909,7 @@ class Tenants:
                                                    rec.settings):
                 raise NoSuchTenant(rec.name)
             del tree[rec.name]
-            _bump(g.root(self.catalog))
+            _bump(g.root(self.catalog), rec.name)
 
     def _commit_record(self, rec, new=False):
         with self._catalog(write=True) as (tree, g):
@@ -834,7 +917,7 @@ class Tenants:
                 raise TenantExists(rec.name)
             tree[rec.name] = rec
             if new:
-                _bump(g.root(self.catalog))
+                _bump(g.root(self.catalog), rec.name)
 
     def _clear_leftover(self, name, settings):
         """Before a new tenant's storage is made (name has no record):
@@ -998,7 +1081,7 @@ class Tenants:
                     tree[name] = current.replace(modified=_now())
                     # Other processes have the old data open: their next
                     # refresh closes it (see refresh).
-                    _bump(g.root(self.catalog))
+                    _bump(g.root(self.catalog), name)
             finally:
                 _unlink(tmp)
                 self._declare(self.get(name))
@@ -1114,14 +1197,14 @@ class Tenants:
                             name=name, kind=backend.kind, settings=settings,
                             created=source.created, modified=_now(),
                             expires=source.expires, labels=source.labels)
-                        _bump(g.root(self.catalog))
+                        _bump(g.root(self.catalog), name)
                     else:
                         # Replacing restores the data; the tenant keeps
                         # its own record (labels, expiry, snapshots), so
                         # a crash once the data is in place is the new
                         # state already.
                         rec = current.replace(modified=_now())
-                        _bump(g.root(self.catalog))   # see revert
+                        _bump(g.root(self.catalog), name)   # see revert
                     tree[name] = rec
             except BaseException:
                 if existing is None:
