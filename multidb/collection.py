@@ -682,7 +682,7 @@ class Collection:
                 return entry
         return self._acquire_slow(name, pin, holding)
 
-    def _acquire_slow(self, name, pin, holding):
+    def _acquire_slow(self, name, pin, holding, retry=True):
         resolver = self._resolver
         if resolver is not None and name not in self._entries:
             resolver.resolve(name)   # declares it, if it exists
@@ -711,14 +711,28 @@ class Collection:
         try:
             return self._finish_open(entry, None, pin)
         except Exception as e:
-            # A dynamic name may have gone elsewhere (another process
-            # dropped the tenant, and its storage with it): the resolver
-            # knows, and the caller gets UnknownDatabase, not the
-            # storage's error.
-            if entry.dynamic and resolver is not None and \
-                    resolver.open_failed(name, e):
-                raise UnknownDatabase(name, "no longer exists") from e
+            if self._gone(entry, e, retry):
+                return self._acquire_slow(name, pin, holding, retry=False)
             raise
+
+    def _gone(self, entry, error, retry):
+        """Opening entry's database failed with error: a dynamic name
+        may have gone elsewhere (another process dropped the tenant, and
+        its storage with it): the resolver knows, and the caller gets
+        UnknownDatabase, not the storage's error.  True: the data behind
+        the name was replaced and the name declared again; the caller
+        tries once more (when retry)."""
+        resolver = self._resolver
+        if not entry.dynamic or resolver is None:
+            return False
+        verdict = resolver.open_failed(entry.name, error)
+        if verdict == 'replaced':
+            if not retry or self._entries.get(entry.name) is entry:
+                return False   # still the old one (in use elsewhere)
+            return True
+        if verdict:
+            raise UnknownDatabase(entry.name, "no longer exists") from error
+        return False
 
     def _finish_open(self, entry, storage, pin=False, adding=False):
         # Outside the lock, with entry OPENING and counted in _opening.
@@ -812,7 +826,8 @@ class Collection:
         entry = self._acquire(entry.name, pin=True)
         return entry, entry.db
 
-    def _open_connection(self, name, transaction_manager, connections):
+    def _open_connection(self, name, transaction_manager, connections,
+                         retry=True):
         """Open a connection of name's database as a member of a group
         (whose members share the mapping connections; it is added there).
 
@@ -844,11 +859,10 @@ class Collection:
             return glue.open_into(conn, transaction_manager, connections)
         except Exception as e:
             # A pooled connection polls its storage as it opens: a tenant
-            # dropped by another process fails here (see _acquire_slow).
-            resolver = self._resolver
-            if entry.dynamic and resolver is not None and \
-                    resolver.open_failed(name, e):
-                raise UnknownDatabase(name, "no longer exists") from e
+            # dropped (or replaced) by another process fails here.
+            if self._gone(entry, e, retry):
+                return self._open_connection(name, transaction_manager,
+                                             connections, retry=False)
             raise
 
     def _member_failed(self, conn, error):

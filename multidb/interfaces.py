@@ -189,7 +189,10 @@ class INameResolver(Interface):
         """Opening the dynamic database ``name`` failed with ``error``:
         return True when the name no longer exists (the resolver has
         removed it), and the caller gets ``UnknownDatabase`` instead of
-        ``error``; else False, and ``error`` is raised."""
+        ``error``; ``'replaced'`` when the data behind the name was
+        replaced (the resolver declared the name again if it could: the
+        caller opens it once more); else False, and ``error`` is
+        raised."""
 
     def refresh(group, name):
         """Called at a group's first ``get_connection(name)`` after each

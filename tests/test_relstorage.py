@@ -2,6 +2,7 @@
 the test run (see conftest.postgres)."""
 import functools
 import os
+import time
 import uuid
 
 import psycopg2
@@ -425,7 +426,10 @@ def test_data_replaced_elsewhere_is_seen(tenants, postgres, pg_db, backend,
     sid = tenants.snapshot('x')
     archive = tmp_path / 'x.multidb'
     tenants.archive('x', archive)
-    other, _ = _second(postgres, pg_db, backend)
+    other, t2 = _second(postgres, pg_db, backend)
+    # B's catalog (on PostgreSQL, which pushes nothing) is polled at every
+    # transaction (the default is at most once a second).
+    t2.catalog_poll_interval = 0
     try:
         with tenants.collection.transaction() as g:
             g.root('x')['v'] = 2
@@ -437,5 +441,48 @@ def test_data_replaced_elsewhere_is_seen(tenants, postgres, pg_db, backend,
             tenants.restore(archive, replace=True, trust_unsigned=True)
         assert _root(tenants, 'x') == {'v': 1}
         assert _root(other, 'x') == {'v': 1}
+    finally:
+        other.close()
+
+
+# -- no catalog poll per request ----------------------------------------
+# B polls its catalog (on PostgreSQL, which pushes nothing) at most once
+# per catalog_poll_interval: a tenant dropped elsewhere is seen through its
+# own database (dropped), one created elsewhere by asking the catalog about
+# an unknown name, both at once; data replaced elsewhere (revert, restore:
+# RelStorage reconnects to the new database without a word) once the
+# interval has passed.
+
+@pytest.mark.parametrize('how', ['drop', 'revert', 'restore'])
+def test_changes_elsewhere_seen_without_polling_the_catalog(
+        tenants, postgres, pg_db, backend, tmp_path, how):
+    tenants.create('x', init=lambda root: root.update(v=1))
+    sid = tenants.snapshot('x')
+    archive = tmp_path / 'x.multidb'
+    tenants.archive('x', archive)
+    other, t2 = _second(postgres, pg_db, backend)
+    t2.catalog_poll_interval = 3600
+    try:
+        with tenants.collection.transaction() as g:
+            g.root('x')['v'] = 2
+        assert _root(other, 'x') == {'v': 2}
+        with other.transaction() as g:          # steady: no catalog
+            assert g.root('x')['v'] == 2
+            assert 'catalog' not in g.connections
+        tenants.create('y')                     # created elsewhere
+        assert _root(other, 'y') == {}
+        if how == 'drop':
+            tenants.drop('x')
+            with pytest.raises(multidb.UnknownDatabase):
+                _root(other, 'x')
+            assert 'x' not in other
+        else:
+            if how == 'revert':
+                tenants.revert('x', sid)
+            else:
+                tenants.restore(archive, replace=True, trust_unsigned=True)
+            t2.catalog_poll_interval = 0.2
+            time.sleep(0.25)                    # the interval has passed
+            assert _root(other, 'x') == {'v': 1}
     finally:
         other.close()

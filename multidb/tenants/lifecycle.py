@@ -323,13 +323,12 @@ class Tenants:
         # record's settings and 'modified' stamp: see refresh).
         self._declared = {}
         # What refresh() last saw: the catalog's serial, its database and
-        # that storage's last transaction; when to poll a storage that
-        # does not push invalidations.
+        # that storage's last transaction; when it read it.
         self._serial_seen = None
         self._catalog_db = None
         self._tid_seen = None
         self._pushes = False
-        self._poll_due = 0.0
+        self._polled_at = 0.0
         #: How often refresh() polls a catalog whose storage does not push
         #: invalidations (RelStorage), in seconds.
         self.catalog_poll_interval = catalog_poll_interval
@@ -451,7 +450,9 @@ class Tenants:
     def open_failed(self, name, error):
         """See ``INameResolver.open_failed``: a tenant whose storage
         cannot be opened may have been dropped by another process since
-        this one declared it; the catalog says."""
+        this one declared it, or had its data replaced (revert, restore:
+        a PostgreSQL tenant's database is swapped, its connections ended);
+        the catalog says."""
         if name in self._busy:
             return False   # an operation of this process holds it
         try:
@@ -460,13 +461,23 @@ class Tenants:
             log.debug("reading the record of %r failed", name,
                       exc_info=True)
             return False
-        if rec is not None:
+        opener = self._declared.get(name)
+        if rec is not None and (opener is None or (
+                rec.modified == opener.modified and
+                rec.settings == opener.settings)):
             return False
+        # The catalog changed and this process has not looked (its
+        # catalog is polled now and then): the next refresh reads it.
+        self._tid_seen = None
         try:
             self._undeclare(name, timeout=0)
         except DatabaseInUse:
-            pass   # another group holds the dead database: refresh() ends it
-        return True
+            # Another group holds the dead database: refresh() ends it.
+            return True if rec is None else 'replaced'
+        if rec is None:
+            return True
+        self._declare(rec)
+        return 'replaced'
 
     def refresh(self, group, name):
         """See ``INameResolver.refresh``: bring the collection up to date
@@ -497,16 +508,16 @@ class Tenants:
         if name == self.catalog:
             return False   # asked again at the group's next use
         db = self.collection.peek(self.catalog)
-        if db is not None and db is self._catalog_db:
-            tid = db.storage.lastTransaction()
-            if tid == self._tid_seen and (
-                    self._pushes or time.monotonic() < self._poll_due):
-                return True
-        else:
-            tid = None
+        if db is None:
+            db = self.collection[self.catalog]    # (re)opened
+        # Read before the group's connection polls: a commit in between
+        # makes the next refresh look again, never miss it.
+        tid = db.storage.lastTransaction()
+        if db is self._catalog_db and tid == self._tid_seen and (
+                self._pushes or time.monotonic() - self._polled_at
+                < self.catalog_poll_interval):
+            return True
         root = group.get_connection(self.catalog).root()
-        if tid is None:
-            db = group.connections[self.catalog].db()
         seen = _serial(root)
         before = self._serial_seen
         if seen == before:
@@ -550,16 +561,14 @@ class Tenants:
         return True
 
     def _saw(self, db, tid, serial):
-        # What refresh() found (tid None: read the catalog without looking
-        # at its storage first; the next refresh reads it again).
+        # What refresh() found.
         with self._lock:
             if self._serial_seen is None or serial >= self._serial_seen:
                 self._serial_seen = serial
                 self._catalog_db = db
                 self._tid_seen = tid
                 self._pushes = pushes_invalidations(db.storage)
-                self._poll_due = (time.monotonic()
-                                  + self.catalog_poll_interval)
+                self._polled_at = time.monotonic()
 
     def _declare(self, rec, private=False, create=False):
         if rec.name in self.collection:
