@@ -654,7 +654,7 @@ class Collection:
 
     def _wait(self, timeout):
         # With the lock held.  Waiters are also woken by connections going
-        # back to a pool (DB._returnToPool) and by the closer thread.
+        # back to a pool (DB._returnToPool) and by evictions ending.
         self._waiters += 1
         try:
             self._cond.wait(timeout)

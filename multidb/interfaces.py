@@ -26,9 +26,10 @@ class ICollection(Interface):
         "collection.  Reading a declared name opens that database.")
 
     max_open = Attribute(
-        "The most databases open at once; the least recently used idle "
-        "one is closed (in the background) to make room.  Databases "
-        "holding no files (in-memory storages) do not count.")
+        "The most databases open at once, a hard bound (databases being "
+        "opened or closed count); the least recently used idle one is "
+        "closed to make room.  Databases holding no files (in-memory "
+        "storages) do not count.")
 
     commit_last = Attribute(
         "A set of database names whose connections finish last in a "
@@ -71,6 +72,12 @@ class ICollection(Interface):
     def publish(name):
         """Make a private declaration visible to every thread."""
 
+    def peek(name):
+        """The database of ``name`` if it is open right now, else None.
+        Never opens, waits or pins: the database may be evicted as soon
+        as it is returned (for a quick look, say at its storage's last
+        transaction)."""
+
     def wait_idle(name, timeout=0):
         """Wait up to ``timeout`` seconds until no connection of database
         ``name`` is in use (no group holds it); raise ``DatabaseInUse``
@@ -78,9 +85,9 @@ class ICollection(Interface):
         Raises ``UnknownDatabase`` for an unknown name."""
 
     def settle(timeout=None):
-        """Wait until no database is being opened or closed (evicted
-        databases are closed in a background thread); return whether
-        that happened within ``timeout`` seconds (None: no limit)."""
+        """Wait until no database is being opened or closed (by other
+        threads); return whether that happened within ``timeout`` seconds
+        (None: no limit)."""
 
     def remove(name, timeout=0):
         """Close the database if open and forget the name.
