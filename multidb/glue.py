@@ -198,6 +198,11 @@ class Connection(_ZConnection):
     # database name -> weak reference to the connection of that database
     # that this connection's references point into (set on close).
     _partners = None
+    # Transaction boundaries this connection has seen (ZODB calls
+    # newTransaction at each begin and after each commit or abort): its
+    # group compares it to know when a transaction ended, without a
+    # synchronizer of its own (see ConnectionGroup.get_connection).
+    boundaries = 0
 
     # -- recording --------------------------------------------------------
 
@@ -278,6 +283,8 @@ class Connection(_ZConnection):
     # -- a database gone elsewhere ----------------------------------------
 
     def newTransaction(self, transaction, sync=True):
+        if transaction is not None:
+            self.boundaries += 1
         try:
             super().newTransaction(transaction, sync)
         except Exception as e:
@@ -371,6 +378,17 @@ def close_unit(connections, first=None):
     """Close the connections of one group (sharing the mapping
     connections, none joined to a transaction), each into its own
     database's pool; first (a member) first."""
+    if len(connections) == 1:
+        # The common case (a request on one database), without the rest.
+        [(name, conn)] = connections.items()
+        if conn._xrefs:
+            conn._leave(connections)
+        else:
+            conn._partners = None
+        conn.connections = {name: conn}
+        connections.clear()
+        _ZConnection.close(conn)
+        return
     members = list(connections.items())
     if first is not None:
         members.sort(key=lambda item: item[1] is not first)

@@ -4,7 +4,6 @@ See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
 
-from transaction.interfaces import ISynchronizer
 from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
 
@@ -17,7 +16,11 @@ from multidb.interfaces import IConnectionGroup
 log = logging.getLogger(__name__)
 
 
-@implementer(IConnectionGroup, ISynchronizer)
+# A group refreshed, whose first member is not open yet (see _fresh).
+_UNPROBED = ('', None, 0)
+
+
+@implementer(IConnectionGroup)
 class ConnectionGroup:
     """See :class:`multidb.interfaces.IConnectionGroup`.
 
@@ -34,21 +37,31 @@ class ConnectionGroup:
         self.closed = False
         # With a resolver (tenants), the group lets it bring the
         # collection up to date at the group's first use after each
-        # transaction boundary (INameResolver.refresh), as a synchronizer
-        # of its transaction manager.
+        # transaction boundary (INameResolver.refresh).  It knows a
+        # boundary passed from one of its members, which ZODB tells of
+        # each (glue.Connection.boundaries): no synchronizer of its own to
+        # register and unregister with the transaction manager on every
+        # request.  _probe: (name, member, its count at the refresh), or
+        # None (refresh at the next use).
         self._resolver = collection.resolver
-        self._stale = False
-        if self._resolver is not None:
-            self._stale = True
-            transaction_manager.registerSynch(self)
+        self._probe = None
+        self._refreshing = False
 
     def get_connection(self, name):
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
-        if self._stale:
-            self._stale = False   # before: refresh() uses the group too
-            if not self._resolver.refresh(self, name):
-                self._stale = True
+        if self._resolver is not None and not self._fresh():
+            self._refreshing = True   # refresh() uses the group too
+            try:
+                done = self._resolver.refresh(self, name)
+            finally:
+                self._refreshing = False
+            self._probe = None
+            if done:
+                self._probe = _UNPROBED
+                for other, member in self.connections.items():
+                    self._probe = (other, member, member.boundaries)
+                    break
         conn = self.connections.get(name)
         if conn is not None:
             return conn
@@ -59,7 +72,22 @@ class ConnectionGroup:
         # them), with the partners it brings back (see glue.Connection).
         conn = self._collection._open_connection(
             name, self.transaction_manager, self.connections)
+        if self._probe is _UNPROBED:
+            self._probe = (name, conn, conn.boundaries)
         return conn
+
+    def _fresh(self):
+        # Has the resolver refreshed since the last transaction boundary?
+        if self._refreshing:
+            return True
+        probe = self._probe
+        if probe is None:
+            return False
+        if probe is _UNPROBED:
+            return True
+        name, member, count = probe
+        return (self.connections.get(name) is member
+                and member.boundaries == count)
 
     def root(self, name):
         """See :meth:`multidb.interfaces.IConnectionGroup.root`."""
@@ -100,26 +128,13 @@ class ConnectionGroup:
             check_not_joined(conn, "close the group")
         self.closed = True
         self.connections = {}
-        if self._resolver is not None:
-            self.transaction_manager.unregisterSynch(self)
+        self._probe = None
         try:
             # Each member goes back to its own database's pool alone.
             close_unit(members)
         finally:
             members.clear()
             self._collection._forget_group(self)
-
-    # ISynchronizer, registered with the transaction manager when the
-    # collection has a resolver.
-
-    def beforeCompletion(self, transaction):
-        pass
-
-    def afterCompletion(self, transaction):
-        self._stale = True
-
-    def newTransaction(self, transaction):
-        self._stale = True
 
     def __enter__(self):
         return self

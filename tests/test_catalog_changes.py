@@ -215,3 +215,41 @@ def test_max_open_holds_with_tenants(tenants):
     sampler.join()
     assert errors == []
     assert 0 < peak[0] <= 3
+
+
+def test_long_lived_group_refreshes_once_per_transaction(tenants):
+    # A group kept across transactions (Zope keeps one per thread) has the
+    # resolver refresh at its first use after each boundary, once: its
+    # members tell it of boundaries (no synchronizer of its own).
+    c = tenants.collection
+    tenants.create('a')
+    tenants.create('b')
+    calls = []
+    refresh = tenants.refresh
+
+    def counting(group, name):
+        calls.append(name)
+        return refresh(group, name)
+    tenants.refresh = counting
+    tm = transaction.TransactionManager()
+    g = c.group(tm)
+    try:
+        g.root('a')['v'] = 1
+        g.root('b')
+        g.get_connection('a')
+        assert calls == ['a']
+        tm.commit()
+        g.root('b')
+        g.root('a')
+        assert calls == ['a', 'b']
+        tm.abort()
+        tm.begin()
+        g.root('a')
+        assert calls == ['a', 'b', 'a']
+        for name in list(g.connections):   # the members it watched leave
+            g.release(name)
+        g.root('b')
+        assert calls == ['a', 'b', 'a', 'b']
+        tm.abort()
+    finally:
+        g.close()

@@ -27,9 +27,6 @@ def test_verify_collection():
 def test_verify_group(coll):
     g = coll.group()
     verifyObject(IConnectionGroup, g)
-    # A synchronizer of its transaction manager (with a resolver).
-    from transaction.interfaces import ISynchronizer
-    verifyObject(ISynchronizer, g)
     g.close()
 
 

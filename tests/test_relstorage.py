@@ -415,60 +415,34 @@ def test_group_holding_a_tenant_dropped_elsewhere_next_transaction(
             other.close()
 
 
-@pytest.mark.parametrize('how', ['revert', 'restore'])
-def test_data_replaced_elsewhere_is_seen(tenants, postgres, pg_db, backend,
-                                         tmp_path, how):
-    # A replaces x's data (revert to a snapshot, restore an archive over
-    # it) while B has x open: B's next transaction reads the new data,
-    # not what its open database (and RelStorage's cache, keyed by
-    # transaction ids the new database does not have) still holds.
-    tenants.create('x', init=lambda root: root.update(v=1))
-    sid = tenants.snapshot('x')
-    archive = tmp_path / 'x.multidb'
-    tenants.archive('x', archive)
-    other, t2 = _second(postgres, pg_db, backend)
-    # B's catalog (on PostgreSQL, which pushes nothing) is polled at every
-    # transaction (the default is at most once a second).
-    t2.catalog_poll_interval = 0
-    try:
-        with tenants.collection.transaction() as g:
-            g.root('x')['v'] = 2
-        assert _root(other, 'x') == {'v': 2}
-        assert other.is_open('x')
-        if how == 'revert':
-            tenants.revert('x', sid)
-        else:
-            tenants.restore(archive, replace=True, trust_unsigned=True)
-        assert _root(tenants, 'x') == {'v': 1}
-        assert _root(other, 'x') == {'v': 1}
-    finally:
-        other.close()
-
-
-# -- no catalog poll per request ----------------------------------------
 # B polls its catalog (on PostgreSQL, which pushes nothing) at most once
-# per catalog_poll_interval: a tenant dropped elsewhere is seen through its
-# own database (dropped), one created elsewhere by asking the catalog about
-# an unknown name, both at once; data replaced elsewhere (revert, restore:
-# RelStorage reconnects to the new database without a word) once the
-# interval has passed.
+# per catalog_poll_interval (0: at every transaction).  A tenant dropped
+# elsewhere is seen through its own database (dropped), one created
+# elsewhere by asking the catalog about an unknown name, both at once,
+# whatever the interval; data replaced elsewhere (revert, restore: RelStorage
+# reconnects to the new database without a word) once it has passed.
 
+@pytest.mark.parametrize('interval', [0, 3600])
 @pytest.mark.parametrize('how', ['drop', 'revert', 'restore'])
-def test_changes_elsewhere_seen_without_polling_the_catalog(
-        tenants, postgres, pg_db, backend, tmp_path, how):
+def test_changes_elsewhere_are_seen(tenants, postgres, pg_db, backend,
+                                    tmp_path, how, interval):
+    # A changes x while B has it open: B's next transaction sees it, not
+    # what its open database (and RelStorage's cache, keyed by transaction
+    # ids a new database does not have) still holds.
     tenants.create('x', init=lambda root: root.update(v=1))
     sid = tenants.snapshot('x')
     archive = tmp_path / 'x.multidb'
     tenants.archive('x', archive)
     other, t2 = _second(postgres, pg_db, backend)
-    t2.catalog_poll_interval = 3600
+    t2.catalog_poll_interval = interval
     try:
         with tenants.collection.transaction() as g:
             g.root('x')['v'] = 2
         assert _root(other, 'x') == {'v': 2}
-        with other.transaction() as g:          # steady: no catalog
+        with other.transaction() as g:
             assert g.root('x')['v'] == 2
-            assert 'catalog' not in g.connections
+            # Steady, with an interval: the catalog is not polled.
+            assert ('catalog' in g.connections) == (interval == 0)
         tenants.create('y')                     # created elsewhere
         assert _root(other, 'y') == {}
         if how == 'drop':
@@ -476,13 +450,15 @@ def test_changes_elsewhere_seen_without_polling_the_catalog(
             with pytest.raises(multidb.UnknownDatabase):
                 _root(other, 'x')
             assert 'x' not in other
+            return
+        if how == 'revert':
+            tenants.revert('x', sid)
         else:
-            if how == 'revert':
-                tenants.revert('x', sid)
-            else:
-                tenants.restore(archive, replace=True, trust_unsigned=True)
+            tenants.restore(archive, replace=True, trust_unsigned=True)
+        assert _root(tenants, 'x') == {'v': 1}
+        if interval:
             t2.catalog_poll_interval = 0.2
             time.sleep(0.25)                    # the interval has passed
-            assert _root(other, 'x') == {'v': 1}
+        assert _root(other, 'x') == {'v': 1}
     finally:
         other.close()

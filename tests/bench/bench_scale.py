@@ -198,9 +198,19 @@ def machine():
              '--dirty'], capture_output=True, text=True).stdout.strip()
     except OSError:
         head = '?'
+    # The working tree may differ from the commit: a digest of the sources
+    # run tells two runs of one commit apart.
+    import hashlib
+    digest = hashlib.sha1()
+    for path in sorted(glob.glob(os.path.join(
+            os.path.dirname(multidb.__file__), '**', '*.py'),
+            recursive=True)):
+        with open(path, 'rb') as f:
+            digest.update(f.read())
     return (f"CPU: {model}; {os.cpu_count()} cores;"
             f" Python {sys.version.split()[0]}; {', '.join(versions)};"
-            f" multidb at {head or '?'};"
+            f" multidb at {head or '?'} (sources sha1"
+            f" {digest.hexdigest()[:12]});"
             f" {time.strftime('%Y-%m-%d %H:%M')}")
 
 
@@ -245,25 +255,33 @@ def fds_under(prefixes):
 
 
 class FdSampler(threading.Thread):
-    """Samples the process's open descriptors; the peak of each block."""
+    """Samples the process's open descriptors; the peak of each block (a
+    sample counts for the block only if the block was on before and after
+    it was taken)."""
 
     def __init__(self, interval):
         super().__init__(daemon=True)
         self.interval = interval
         self.peak = 0
+        self._block = None
         self._halt = threading.Event()
 
     def run(self):
         while not self._halt.wait(self.interval):
+            block = self._block
             n = open_fds()
-            if n > self.peak:
+            if block is not None and block is self._block and \
+                    n > self.peak:
                 self.peak = n
 
     def start_block(self):
+        self._block = None
         self.peak = open_fds()
+        self._block = object()
         return self.peak
 
     def end_block(self):
+        self._block = None
         self.peak = max(self.peak, open_fds())
         return self.peak
 
@@ -467,8 +485,8 @@ def _calibrate(fn, arg_of, batch_seconds, minimum=20):
 
 def measure(sides, seq, rounds, batch_seconds):
     """Time sides (name -> fn(arg)) over the arguments seq (cycled), in
-    blocks alternating round after round; name -> per-call seconds, the
-    median of the rounds."""
+    blocks alternating round after round; name -> per-call seconds of
+    each round."""
     names = list(sides)
     pos = {k: 0 for k in names}
 
@@ -488,7 +506,13 @@ def measure(sides, seq, rounds, batch_seconds):
                 fn(seq[i % len(seq)])
             times[k].append((time.perf_counter() - t0) / count)
             pos[k] = start + count
-    return {k: med(v) for k, v in times.items()}
+    return times
+
+
+def paired(times, side, base):
+    """The median of the per-round ratios side/base (drift of the machine
+    hits both sides of a round alike)."""
+    return med([a / b for a, b in zip(times[side], times[base])])
 
 
 def throughput(fn, names, threads, seconds, seed):
@@ -739,9 +763,9 @@ def bench_hit(args, n, folder, run, res, do_threads=True):
         t = measure({'multidb': functools.partial(multidb_request, coll),
                      'raw': lambda name: raw_request(raw[name])},
                     seq, args.hit_rounds, args.batch)
-        res.add(('hit', n, 'raw'), t['raw'] * 1e6)
-        res.add(('hit', n, 'multidb'), t['multidb'] * 1e6)
-        res.add(('hit', n, 'ratio'), t['multidb'] / t['raw'])
+        res.add(('hit', n, 'raw'), med(t['raw']) * 1e6)
+        res.add(('hit', n, 'multidb'), med(t['multidb']) * 1e6)
+        res.add(('hit', n, 'ratio'), paired(t, 'multidb', 'raw'))
         if do_threads:
             sides = {'multidb': functools.partial(multidb_request, coll),
                      'raw': lambda name: raw_request(raw[name])}
@@ -784,7 +808,8 @@ def table_hit(args, res):
     if rows:
         table(f"hit: a random open tenant per request (group, root read,"
               f" close), every tenant declared, beside a dict of ZODB.DB"
-              f" (us per request, median of {args.hit_rounds} rounds;"
+              f" (us per request, median of {args.hit_rounds} rounds; ratio:"
+              f" median of the per-round ratios;"
               f" median (min-max) over {args.runs} runs)",
               ['N', 'open', 'raw dict', 'multidb', 'ratio',
                f'<= {GOAL_HIT:g}x'], rows)
@@ -1146,10 +1171,10 @@ def bench_pg(args, setup, run, res):
     sides = setup.sides()
     rng = random.Random(args.seed + run)
     seq = [rng.choice(setup.names) for _ in range(10_000)]
-    t = measure(sides, seq, args.hit_rounds, args.batch)
+    t = measure(sides, seq, args.pg_rounds, args.batch)
     for side in sides:
-        res.add(('pg', side, 'us'), t[side] * 1e6)
-        res.add(('pg', side, 'ratio'), t[side] / t['raw'])
+        res.add(('pg', side, 'us'), med(t[side]) * 1e6)
+        res.add(('pg', side, 'ratio'), paired(t, side, 'raw'))
         counts = setup.count(sides[side], args.pg_count)
         res.add(('pg', side, 'stmts'), counts['tenants'] + counts['catalog'])
         res.add(('pg', side, 'catalog stmts'), counts['catalog'])
@@ -1174,7 +1199,8 @@ def table_pg(args, res, setup):
     table(f"pg: a request on a random open PostgreSQL tenant of"
           f" {args.pg_n} (N is small: creating PostgreSQL tenants is slow),"
           f" beside RelStorage per tenant by hand (us per request, median of"
-          f" {args.hit_rounds} rounds; SQL statements per request counted by"
+          f" {args.pg_rounds} rounds; ratio: median of the per-round ratios;"
+          f" SQL statements per request counted by"
           f" pg_stat_statements over {args.pg_count} requests; median"
           f" (min-max) over {args.runs} runs)",
           ['side', 'us', 'ratio', 'statements', 'of which catalog',
@@ -1229,6 +1255,7 @@ def parser():
                    help='steady requests between two creates (default 10)')
     p.add_argument('--pg-n', type=int, default=100,
                    help='PostgreSQL tenants (default 100)')
+    p.add_argument('--pg-rounds', type=int, default=15)
     p.add_argument('--pg-count', type=int, default=200,
                    help='requests whose statements are counted (default'
                         ' 200)')
@@ -1258,6 +1285,7 @@ def main(argv=None):
         args.miss_rounds = min(args.miss_rounds, 4)
         args.hot = min(args.hot, 200)
         args.hit_rounds = min(args.hit_rounds, 3)
+        args.pg_rounds = min(args.pg_rounds, 3)
         args.batch = min(args.batch, 0.03)
         args.thread_seconds = min(args.thread_seconds, 0.3)
         args.first_creates = min(args.first_creates, 4)
