@@ -13,14 +13,12 @@ import re
 import uuid
 from typing import Optional
 
-from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
 CATALOG_KEY = 'multidb.tenants'
-# A counter bumped whenever a tenant comes or goes: other processes compare
-# it at their transaction boundaries (BTrees' Length resolves concurrent
-# bumps without conflict).
+# Where catalogs made before the change log counted their changes (a
+# BTrees Length); read, no longer written (see bump).
 SERIAL_KEY = 'multidb.tenants.serial'
 # serial -> the name of the tenant that change was about (see bump).
 CHANGES_KEY = 'multidb.tenants.changes'
@@ -86,6 +84,43 @@ def now():
     return datetime.datetime.now(UTC)
 
 
+# Records are pickled compactly (see TenantRecord.__reduce__): times as
+# integer microseconds since the epoch (exact both ways, unlike a float),
+# dicts as tuples of items.  A create rewrites a bucket of some thirty
+# records, and ZODB's pickler asks its persistent_id of every object in
+# it: a datetime with its time zone is several objects, an int one.
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+_US = datetime.timedelta(microseconds=1)
+
+
+def _to_us(t):
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - _EPOCH) // _US
+
+
+def _from_us(us):
+    return None if us is None else _EPOCH + datetime.timedelta(
+        microseconds=us)
+
+
+def load_snapshot(id, created, size, label):
+    """Unpickle a Snapshot (the name is in the catalogs' pickles: keep
+    it)."""
+    return Snapshot(id, _from_us(created), size, label)
+
+
+def load_record(name, kind, settings, created, modified, expires, labels,
+                snapshots, state):
+    """Unpickle a TenantRecord (the name is in the catalogs' pickles: keep
+    it).  Records pickled before this form load as dataclasses do."""
+    return TenantRecord(name, kind, dict(settings), _from_us(created),
+                        _from_us(modified), _from_us(expires), dict(labels),
+                        tuple(snapshots), state)
+
+
 def _iso(t):
     return None if t is None else t.isoformat()
 
@@ -107,6 +142,10 @@ class Snapshot:
         return {'id': self.id, 'created': _iso(self.created),
                 'size': self.size, 'label': self.label}
 
+    def __reduce__(self):
+        return load_snapshot, (self.id, _to_us(self.created), self.size,
+                               self.label)
+
 
 @dataclasses.dataclass(frozen=True)
 class TenantRecord:
@@ -124,6 +163,13 @@ class TenantRecord:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def __reduce__(self):
+        return load_record, (
+            self.name, self.kind, tuple(self.settings.items()),
+            _to_us(self.created), _to_us(self.modified),
+            _to_us(self.expires), tuple(self.labels.items()),
+            self.snapshots, self.state)
 
     def snapshot(self, snapshot_id):
         for s in self.snapshots:
@@ -172,30 +218,37 @@ def tree(root, create=False):
 
 def bump(root, name):
     """Count a change of the catalog's membership, or of where a tenant's
-    data is (name created, dropped, reverted, restored), and log it under
-    the new serial, so that other processes read what changed since they
-    last looked (``changes``), not the whole catalog.
+    data is (name created, dropped, reverted, restored, relocated), and
+    log it under the next serial, so that other processes read what
+    changed since they last looked (``changes``), not the whole catalog.
 
-    Two processes logging at once both write the same serial: one of them
-    gets a ConflictError and tries again (lifecycle operations do).  The
-    log keeps the last ``LOG_KEEP`` changes; a process further behind
-    reads the whole catalog once."""
-    serial = root.get(SERIAL_KEY)
-    if serial is None:
-        serial = root[SERIAL_KEY] = Length()
-    serial.change(1)
+    The serial is the log's last key: a process that reads it has the
+    last bucket of the log, which holds the newest changes, so following
+    the catalog costs one object load per change seen (one round trip to
+    a ZEO server), not three.  Two processes logging at once both write
+    the same serial: one of them gets a ConflictError and tries again
+    (lifecycle operations do).  The log keeps the last ``LOG_KEEP``
+    changes; a process further behind reads the whole catalog once."""
     log = root.get(CHANGES_KEY)
     if log is None:
-        # Catalogs made before the log: it starts now; a process that
-        # last looked before that reads the whole catalog once.
+        # Catalogs made before the log counted changes in a Length: the
+        # log goes on from there; a process that last looked before
+        # reads the whole catalog once.
         log = root[CHANGES_KEY] = LOBTree()
-    new = serial()
+        counter = root.get(SERIAL_KEY)
+        new = (0 if counter is None else counter()) + 1
+    else:
+        new = log.maxKey() + 1
     log[new] = name
     if new - LOG_KEEP in log:
         del log[new - LOG_KEEP]
 
 
 def serial(root):
+    """The serial of the catalog's last change (0: none)."""
+    log = root.get(CHANGES_KEY)
+    if log:
+        return log.maxKey()
     counter = root.get(SERIAL_KEY)
     return 0 if counter is None else counter()
 

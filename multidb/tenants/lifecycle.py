@@ -1535,6 +1535,8 @@ class Tenants:
                                                        old):
                     raise NoSuchTenant(name)
                 tree[name] = current.replace(settings=settings)
+                # Other processes reopen it from where it is now.
+                _bump(g.root(self.catalog), name)
             self._write(update)
         finally:
             self._redeclare(self._record(name) or rec)
