@@ -6,6 +6,7 @@ import os
 import pytest
 
 from multidb import cli
+from multidb.cli import framework
 from helpers import tenants_config
 
 CONFIG = tenants_config('expire-action archive\n    archive-dir $data/archive')
@@ -434,7 +435,8 @@ def test_collection_is_closed_on_failure(capsys, conf, monkeypatch):
         orig = c.close
         c.close = lambda: (closed.append(True), orig())
         return c
-    monkeypatch.setattr(cli, 'load_collection', spy)
+    # Where the commands look it up (cli re-exports it).
+    monkeypatch.setattr(framework, 'load_collection', spy)
     _create(capsys, 'acme')
     assert _run(capsys, 'show', 'nosuch')[0] == 1
     assert _run(capsys, 'create', 'acme')[0] == 1

@@ -13,12 +13,25 @@ FLOORS = [
      'multidb.retry'},
     {'multidb.glue'},
     {'multidb.collection', 'multidb.group', 'multidb.health'},
-    {'multidb.tenants', 'multidb.tenants.lifecycle',
-     'multidb.tenants.catalog', 'multidb.tenants.archive',
+    {'multidb.tenants', 'multidb.tenants.catalog', 'multidb.tenants.archive',
+     'multidb.tenants.crashpoints',
      'multidb.backends', 'multidb.backends.filestorage',
      'multidb.backends.relstorage'},
+    # The parts of Tenants, then the class they make.
+    {'multidb.tenants.catalogio', 'multidb.tenants.locks',
+     'multidb.tenants.copies', 'multidb.tenants.maintenance'},
+    {'multidb.tenants.lifecycle'},
+    # Configuration: positions and key datatypes, section datatypes and
+    # ZEO clients, then loading and building.
+    {'multidb.sources', 'multidb.datatypes'},
+    {'multidb.sections', 'multidb.zeoconfig'},
     {'multidb.config'},
-    {'multidb.cli'},
+    # The command: its framework, arguments and output, the commands,
+    # then main().
+    {'multidb.cli.framework', 'multidb.cli.arguments', 'multidb.cli.output'},
+    {'multidb.cli.collection_commands', 'multidb.cli.tenant_commands',
+     'multidb.cli.copy_commands', 'multidb.cli.maintenance_commands'},
+    {'multidb.cli', 'multidb.cli.__main__'},
 ]
 # The package's facade re-exports from every floor.
 FACADE = 'multidb'

@@ -9,7 +9,7 @@ storage kind.  See ``multidb.interfaces.IBackend``.
 
 def backend_from_template(template):
     """The backend for a configured ``<tenants>`` template
-    (``multidb.config.TenantTemplate``), or None when its storage kind has
+    (``multidb.sections.TenantTemplate``), or None when its storage kind has
     no lifecycle backend."""
     if template.kind == 'filestorage':
         from multidb.backends.filestorage import FileStorageBackend

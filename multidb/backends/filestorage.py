@@ -43,7 +43,7 @@ ID_FILE = '.multidb-id'
 # lifecycle lock across processes, there only while held.
 LOCK_SUFFIX = '.multidb-lock'
 TMP_SUFFIX = '.multidb-tmp'
-# A snapshot's file name, as lifecycle.new_snapshot_id makes it.
+# A snapshot's file name, as copies.new_snapshot_id makes it.
 SNAPSHOT_FILE = re.compile(r'\d{8}T\d{12}Z-[0-9a-f]{6}\.fs\Z')
 
 
