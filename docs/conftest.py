@@ -2,8 +2,9 @@
 
 ``deployment.rst`` runs against real servers, as the tests do
 (``tests/servers.py``): a ZEO server of its own, ``zeo_server``, and a
-throwaway PostgreSQL cluster, ``postgres``, whose ``dsn()`` the examples
-use.
+throwaway PostgreSQL cluster, ``postgres`` (the tests' own fixture, from
+``tests/helpers.py``), whose ``dsn()`` the examples use.  Every server
+started here is stopped however the doc ends.
 """
 import os
 import sys
@@ -11,32 +12,42 @@ import sys
 import pytest
 import transaction
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'tests'))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(_HERE), 'tests'))
 
-# The docs that need servers, by file name.
+from helpers import postgres  # noqa: F401,E402 (the tests' own fixture)
+
+# The docs that need servers, by file name (marked ``servers``); the docs
+# slower than about 2 seconds (marked ``slow``).
 _NEEDS_SERVERS = {'deployment.rst'}
+_SLOW = {'deployment.rst'}
 
 
-@pytest.fixture(scope='session')
-def _postgres():
-    from servers import PostgreSQL
-    pg = PostgreSQL().start()
-    yield pg
-    pg.close()
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if os.path.dirname(str(item.fspath)) != _HERE:
+            continue
+        name = os.path.basename(str(item.fspath))
+        if name in _NEEDS_SERVERS:
+            item.add_marker(pytest.mark.servers)
+        if name in _SLOW:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
 def _doc_folder(tmp_path, monkeypatch, request, doctest_namespace):
     monkeypatch.chdir(tmp_path)
     server = None
-    if os.path.basename(str(request.node.fspath)) in _NEEDS_SERVERS:
-        from servers import ZEOServer
-        server = ZEOServer(('main', 'catalog'), folder=str(tmp_path / 'zeo'))
-        server.start()
-        doctest_namespace['zeo_server'] = server
-        doctest_namespace['postgres'] = request.getfixturevalue('_postgres')
-    yield
-    transaction.abort()
-    if server is not None:
-        server.close()
+    try:
+        if os.path.basename(str(request.node.fspath)) in _NEEDS_SERVERS:
+            from servers import ZEOServer
+            server = ZEOServer(('main', 'catalog'),
+                               folder=str(tmp_path / 'zeo'))
+            doctest_namespace['zeo_server'] = server.start()
+            doctest_namespace['postgres'] = request.getfixturevalue(
+                'postgres')
+        yield
+        transaction.abort()
+    finally:
+        if server is not None:
+            server.close()   # killed if it hangs (tests/servers.py)

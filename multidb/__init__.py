@@ -11,6 +11,12 @@ from multidb.group import ConnectionGroup
 from multidb.tenants.lifecycle import Tenants
 #: Tenants as FileStorage files.
 from multidb.backends.filestorage import FileStorageBackend
+#: Tenants as PostgreSQL databases (RelStorage: ``pip install
+#: multidb[postgresql]``).
+from multidb.backends.relstorage import RelStorageBackend
+#: A tenant's catalog record, and one of its snapshots.
+from multidb.tenants.catalog import TenantRecord
+from multidb.tenants.catalog import Snapshot
 #: What Collection.health() reports per database.
 from multidb.health import DatabaseHealth
 #: The errors: one base, each subclass also the built-in it means.
@@ -20,6 +26,7 @@ from multidb.errors import DuplicateName
 from multidb.errors import GroupClosed
 from multidb.errors import GroupExists
 from multidb.errors import InvalidName
+from multidb.errors import InvalidInput
 from multidb.errors import MultiDBError
 from multidb.errors import TooManyOpen
 from multidb.errors import FileLimitReached
@@ -38,12 +45,16 @@ from multidb.errors import StorageInTheWay
 from multidb.errors import DropIncomplete
 from multidb.errors import NotWritable
 from multidb.errors import ServerUnavailable
+from multidb.errors import UnreadableRecord
 
 __all__ = [
     'Collection',
     'ConnectionGroup',
     'Tenants',
     'FileStorageBackend',
+    'RelStorageBackend',
+    'TenantRecord',
+    'Snapshot',
     'DatabaseHealth',
     'TenantExists',
     'NoSuchTenant',
@@ -58,12 +69,14 @@ __all__ = [
     'DropIncomplete',
     'NotWritable',
     'ServerUnavailable',
+    'UnreadableRecord',
     'CollectionClosed',
     'DatabaseInUse',
     'DuplicateName',
     'GroupClosed',
     'GroupExists',
     'InvalidName',
+    'InvalidInput',
     'MultiDBError',
     'TooManyOpen',
     'FileLimitReached',

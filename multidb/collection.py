@@ -10,6 +10,15 @@ import logging
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import ContextManager
+from typing import Iterable
+from typing import Iterator
+from typing import List
+from typing import Optional
+from typing import TypeVar
 
 import transaction
 import zc.lockfile
@@ -34,6 +43,11 @@ from multidb.group import ConnectionGroup
 from multidb.interfaces import ICollection
 from multidb.interfaces import ITenants
 from multidb.retry import AttemptWithBackoff
+
+if TYPE_CHECKING:  # pragma: no cover
+    from multidb.health import DatabaseHealth
+
+_T = TypeVar('_T')
 
 try:
     import resource
@@ -251,7 +265,8 @@ class Collection:
     ``max_open`` databases are all in use, before ``TooManyOpen``.
     """
 
-    def __init__(self, *, max_open=None, open_timeout=30.0):
+    def __init__(self, *, max_open: Optional[int] = None,
+                 open_timeout: float = 30.0) -> None:
         if max_open is None:
             max_open = default_max_open()
         if not isinstance(max_open, int) or max_open < 1:
@@ -281,36 +296,41 @@ class Collection:
         self.commit_last = set()
         self._resolver = None
         self.databases = _Databases(self)
+        #: What the collection was loaded from (a
+        #: ``multidb.config.Configuration``), None when built in code (see
+        #: ICollection.configuration): set by ``multidb.config``, never
+        #: read here.
+        self.configuration = None
 
     # -- mapping -----------------------------------------------------------
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> ZODB.DB:
         return self._acquire(name).db
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         """``c[name]``, or default for an unknown name."""
         try:
             return self[name]
         except UnknownDatabase:
             return default
 
-    def is_open(self, name):
+    def is_open(self, name: str) -> bool:
         """Is the database open right now?  (Never opens it.)"""
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownDatabase(name)
         return entry.state is OPEN
 
-    def peek(self, name):
+    def peek(self, name: str) -> Optional[ZODB.DB]:
         """The database of name if it is open right now, else None: never
         opens, waits or pins (the database may be evicted at once), for
         a quick look at an open database (its storage's last
@@ -321,7 +341,7 @@ class Collection:
         return entry.db
 
     @property
-    def open_count(self):
+    def open_count(self) -> int:
         """How many databases count against max_open: open, being opened
         or being closed, except those holding no files (in memory)."""
         return self._used()
@@ -337,8 +357,9 @@ class Collection:
 
     # -- declare, add, remove ----------------------------------------------
 
-    def declare(self, name, factory, *, origin=None, private=False,
-                dynamic=False, **db_kwargs):
+    def declare(self, name: str, factory: Callable[[], Any], *,
+                origin: Optional[str] = None, private: bool = False,
+                dynamic: bool = False, **db_kwargs: Any) -> None:
         """See :meth:`multidb.interfaces.ICollection.declare`."""
         check_name(name)
         if not callable(factory):
@@ -356,7 +377,7 @@ class Collection:
                 raise DuplicateName(name, self._entries[name].origin)
             self._entries[name] = entry
 
-    def add(self, name, storage, **db_kwargs):
+    def add(self, name: str, storage: Any, **db_kwargs: Any) -> ZODB.DB:
         """See :meth:`multidb.interfaces.ICollection.add`."""
         check_name(name)
         factory = storage if callable(storage) else None
@@ -379,7 +400,7 @@ class Collection:
             self._opening += 1
         return self._finish_open(entry, storage, adding=True).db
 
-    def remove(self, name, timeout=0):
+    def remove(self, name: str, timeout: float = 0) -> None:
         """See :meth:`multidb.interfaces.ICollection.remove`."""
         self._remove(name, timeout, None)
 
@@ -413,7 +434,7 @@ class Collection:
                 self._cond.notify_all()
                 return
 
-    def publish(self, name):
+    def publish(self, name: str) -> None:
         """See :meth:`multidb.interfaces.ICollection.publish`."""
         entry = self._entries.get(name)
         if entry is None:
@@ -461,7 +482,7 @@ class Collection:
                 entry.state, entry.db = CLOSED, None
                 self._cond.notify_all()
 
-    def close(self):
+    def close(self) -> None:
         """See :meth:`multidb.interfaces.ICollection.close`."""
         with self._cond:
             if self._closed:
@@ -482,20 +503,20 @@ class Collection:
                 except Exception:
                     log.exception("closing database %r failed", entry.name)
 
-    def __enter__(self):
+    def __enter__(self) -> 'Collection':
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
     # -- the layer above: a name resolver ------------------------------------
 
     @property
-    def resolver(self):
+    def resolver(self) -> Any:
         """See :attr:`multidb.interfaces.ICollection.resolver`."""
         return self._resolver
 
-    def set_resolver(self, resolver):
+    def set_resolver(self, resolver: Any) -> None:
         """See :meth:`multidb.interfaces.ICollection.set_resolver`."""
         if self._resolver is not None:
             raise ValueError(f"{self!r} has a resolver already:"
@@ -503,7 +524,7 @@ class Collection:
         self._resolver = resolver
 
     @property
-    def tenants(self):
+    def tenants(self) -> Any:
         """The tenant lifecycle (``multidb.interfaces.ITenants``), when
         the collection's resolver is one: set up by a ``<tenants>``
         configuration section or by constructing
@@ -516,7 +537,7 @@ class Collection:
 
     # -- groups -------------------------------------------------------------
 
-    def group(self, transaction_manager=None):
+    def group(self, transaction_manager: Any = None) -> ConnectionGroup:
         """See :meth:`multidb.interfaces.ICollection.group`."""
         if transaction_manager is None:
             # The calling thread's own manager, as ZODB's DB.open() does,
@@ -543,12 +564,16 @@ class Collection:
         if ref is not None and ref() in (group, None):
             groups.pop(group.transaction_manager, None)
 
-    def transaction(self, transaction_manager=None):
+    def transaction(self, transaction_manager: Any = None
+                    ) -> ContextManager[ConnectionGroup]:
         """See :meth:`multidb.interfaces.ICollection.transaction`."""
         return _Transaction(self.group(transaction_manager))
 
-    def run(self, func, *, attempts=3, backoff=0.1, max_backoff=5.0,
-            retry_on=(), transaction_manager=None, note=None):
+    def run(self, func: Callable[[ConnectionGroup], _T], *,
+            attempts: int = 3, backoff: float = 0.1,
+            max_backoff: float = 5.0, retry_on: Iterable[type] = (),
+            transaction_manager: Any = None,
+            note: Optional[str] = None) -> _T:
         """See :meth:`multidb.interfaces.ICollection.run`."""
         policy = AttemptWithBackoff(attempts, initial=backoff,
                                     maximum=max_backoff)
@@ -606,7 +631,9 @@ class Collection:
 
     # -- health -------------------------------------------------------------
 
-    def health(self, names=None, *, timeout=None, all=False):
+    def health(self, names: Optional[Iterable[str]] = None, *,
+               timeout: Optional[float] = None,
+               all: bool = False) -> List['DatabaseHealth']:
         """See :meth:`multidb.interfaces.ICollection.health`."""
         from multidb import health
         if timeout is None:
@@ -928,7 +955,7 @@ class Collection:
                 entry.state = CLOSING
             return busy
 
-    def wait_idle(self, name, timeout=0):
+    def wait_idle(self, name: str, timeout: float = 0) -> None:
         """See :meth:`multidb.interfaces.ICollection.wait_idle`."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -946,7 +973,7 @@ class Collection:
                     raise DatabaseInUse(name, busy)
                 self._wait(min(remaining, 0.05))
 
-    def settle(self, timeout=None):
+    def settle(self, timeout: Optional[float] = None) -> bool:
         """See :meth:`multidb.interfaces.ICollection.settle`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:

@@ -8,6 +8,13 @@ databases), ``<tenants>`` (the template of tenant databases) and
 each were ``%include``-d after the previous one, so a ``%define`` of the
 first file holds in the later ones.
 
+The path of a ``<tenants>`` template's storage is a template, not a
+path that exists: ZConfig's ``existing-dirpath`` keys (the ``path`` of
+``<filestorage>``) do not require their folder below ``<tenants>``, which
+the backend makes when a tenant is created.  Elsewhere they keep ZConfig's
+rule, unless the caller asks for the folders to be made
+(``make_folders``).
+
 Every error is a ``ZConfig.ConfigurationError`` naming file and line.
 Key datatypes raise ``ValueError`` and ZConfig adds the location; checks
 spanning sections (duplicate names, the tenants template, the catalog)
@@ -21,6 +28,8 @@ key datatypes in :mod:`multidb.datatypes`, the ``<zodburi>`` and
 ``<tenants>`` sections in :mod:`multidb.sections`, section positions in
 :mod:`multidb.sources`, ZEO clients in :mod:`multidb.zeoconfig`.
 """
+import copy
+import dataclasses
 import os
 import urllib.request
 from io import StringIO
@@ -31,6 +40,7 @@ from typing import Optional
 
 import ZConfig
 import ZConfig.cfgparser
+import ZConfig.datatypes
 import ZConfig.loader
 from ZConfig.matcher import SectionValue
 
@@ -42,7 +52,6 @@ from multidb.sections import TenantTemplate
 from multidb.sections import ZODBURIDatabase
 from multidb.sections import _db_kwargs
 from multidb.sections import _storage_kind
-from multidb.sections import _substitute  # noqa: F401 (for the tests)
 from multidb.sources import Source
 from multidb.sources import _display
 from multidb.sources import _error
@@ -55,6 +64,7 @@ __all__ = [
     'collectionFromFile',
     'collectionFromFiles',
     'config_files',
+    'Configuration',
     'DuplicateDeclaration',
     'Source',
     'TenantTemplate',
@@ -89,6 +99,23 @@ class DuplicateDeclaration(ZConfig.DataConversionError, DuplicateName):
         self.second = second
 
 
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    """What a collection was loaded from: its ``configuration``
+    attribute (see ``multidb.interfaces.ICollection.configuration``),
+    which is None for a collection built in code."""
+
+    #: The files read, in composition order (empty for a string).
+    files: list
+    #: Database name -> :class:`Source` (file, line, storage kind), in
+    #: declaration order.
+    sources: dict
+    #: The ``<tenants>`` section (a :class:`TenantTemplate`), or None.
+    tenant_template: Optional[TenantTemplate]
+    #: Seconds a ZEO client waits for its server (``zeo-wait-timeout``).
+    zeo_wait_timeout: float
+
+
 class MultiDB:
     """The ``<multidb>`` section: ``open()`` makes the collection, with
     every database declared and none opened."""
@@ -98,6 +125,11 @@ class MultiDB:
         self.max_open: Optional[int] = section.max_open
         self.open_timeout: float = section.open_timeout
         self.zeo_wait_timeout: float = section.zeo_wait_timeout
+        if not self.zeo_wait_timeout > 0:
+            # The key's datatype, .duration, allows 0 (open-timeout 0:
+            # no wait); a ZEO client that waits 0 s never connects.
+            raise _error("zeo-wait-timeout must be a positive duration,"
+                         " not 0", section)
         self.databases: list = section.databases
         self.tenants: Optional[TenantTemplate] = section.tenants
 
@@ -175,12 +207,13 @@ def _build(multidb: Optional[MultiDB], databases: list,
     collection = Collection(**kwargs)
     for name, (source, factory, db_kwargs) in declared.items():
         collection.declare(name, factory, origin=str(source), **db_kwargs)
-    # Attributes of this collection only: the core knows nothing of files.
-    collection.config_sources = {
-        name: source for name, (source, _, _) in declared.items()}
-    collection.config_files = list(files)
-    collection.tenant_template = template
-    collection.zeo_wait_timeout = wait_timeout
+    # The core never reads it: it knows nothing of files.
+    collection.configuration = Configuration(
+        files=list(files),
+        sources={name: source
+                 for name, (source, _, _) in declared.items()},
+        tenant_template=template,
+        zeo_wait_timeout=wait_timeout)
     if template is not None:
         template.make_tenants(collection)
     return collection
@@ -209,12 +242,50 @@ class _Parser(ZConfig.cfgparser.ZConfigParser):
                 e.message, self.url, self.lineno) from None
 
 
+class _PathsType:
+    """A section type whose ``existing-dirpath`` keys convert with
+    another datatype; everything else is the type's own (the matcher of a
+    section reads its type through this)."""
+
+    def __init__(self, section_type, datatype):
+        self._type = section_type
+        existing = ZConfig.datatypes.existing_dirpath
+        self._children = []
+        for key, info in section_type:
+            if not info.issection() and info.datatype is existing:
+                info = copy.copy(info)
+                info.datatype = datatype
+            self._children.append((key, info))
+
+    def __getattr__(self, name):
+        return getattr(self._type, name)
+
+    def __iter__(self):
+        return iter(self._children)
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, index):
+        return self._children[index]
+
+
+def _template_path(value: str) -> str:
+    # existing-dirpath, less the folder's existence.
+    return os.path.expanduser(value)
+
+
 class _Loader(ZConfig.loader.ConfigLoader):
     """A ConfigLoader that records where each section starts and that
     can parse several files into one configuration."""
 
-    def __init__(self, schema, defines: Optional[Mapping[str, str]] = None):
+    def __init__(self, schema, defines: Optional[Mapping[str, str]] = None,
+                 make_folders: bool = False):
         super().__init__(schema)
+        # The missing folders of storage paths, to make once the
+        # configuration is found good (with make_folders).
+        self.make_folders = make_folders
+        self.folders: list = []
         self.overrides = {k.lower(): v for k, v in (defines or {}).items()}
         # Shared by every file: composed files see earlier %defines.
         self.defines = dict(self.overrides)
@@ -237,7 +308,23 @@ class _Loader(ZConfig.loader.ConfigLoader):
         parser = self._parsers[-1]
         self._count += 1
         matcher.multidb_where = (parser.url, parser.lineno, self._count)
+        # The sections below <tenants> are a template: a path there need
+        # not have its folder yet.
+        if getattr(parent, 'multidb_template', False) or \
+                getattr(parent.type, 'name', None) == 'tenants':
+            matcher.multidb_template = True
+            matcher.type = _PathsType(matcher.type, _template_path)
+        elif self.make_folders:
+            matcher.type = _PathsType(matcher.type, self._folder_path)
         return matcher
+
+    def _folder_path(self, value: str) -> str:
+        # existing-dirpath, a missing folder recorded to be made.
+        path = os.path.expanduser(value)
+        folder = os.path.dirname(path)
+        if folder and not os.path.isdir(folder):
+            self.folders.append(folder)
+        return path
 
     def endSection(self, parent, type_, name, matcher):
         # Two sections that ZConfig would refuse with the second's last
@@ -327,8 +414,9 @@ def _url(path: str) -> str:
 
 
 def _load(sources: list, files: list,
-          defines: Optional[Mapping[str, str]]) -> Collection:
-    loader = _Loader(_get_schema(), defines)
+          defines: Optional[Mapping[str, str]],
+          make_folders: bool = False) -> Collection:
+    loader = _Loader(_get_schema(), defines, make_folders)
     try:
         config = loader.load(sources)
     except ZConfig.ConfigurationError as e:
@@ -339,7 +427,10 @@ def _load(sources: list, files: list,
             raise
         raise ZConfig.ConfigurationSyntaxError(
             e.message, e.url, lineno) from None
-    return _build(config.multidb, config.databases, files)
+    collection = _build(config.multidb, config.databases, files)
+    for folder in loader.folders:
+        os.makedirs(folder, exist_ok=True)
+    return collection
 
 
 def collectionFromString(text: str, *,
@@ -363,19 +454,24 @@ def collectionFromFile(path: str, *,
 
 
 def collectionFromFiles(paths: Iterable[str], *,
-                        defines: Optional[Mapping[str, str]] = None
-                        ) -> Collection:
+                        defines: Optional[Mapping[str, str]] = None,
+                        make_folders: bool = False) -> Collection:
     """A collection from files and folders of ``*.conf`` files.
 
     They compose in the order of :func:`config_files`, as if each file
     were ``%include``-d after the previous one.  Every database is
-    declared, none is opened.  The collection gets four attributes:
-    ``config_sources`` (name -> :class:`Source`), ``config_files``,
-    ``tenant_template`` (a :class:`TenantTemplate` or None) and
-    ``zeo_wait_timeout`` (seconds, see ``zeo-wait-timeout``).
+    declared, none is opened.  The collection's ``configuration`` is a
+    :class:`Configuration`: the files, each database's :class:`Source`,
+    the :class:`TenantTemplate` (or None) and ``zeo_wait_timeout``.
+
+    The folder of a storage path must exist (ZConfig's
+    ``existing-dirpath``), except below ``<tenants>``; with
+    ``make_folders`` the missing ones are made instead, once the
+    configuration is found good (the commands that create tenants use
+    it, so that a fresh data folder needs no ``mkdir``).
     """
     files = config_files(paths)
     if not files:
         raise ZConfig.ConfigurationError(
             "no configuration files (the folders hold no *.conf file)")
-    return _load([_url(f) for f in files], files, defines)
+    return _load([_url(f) for f in files], files, defines, make_folders)

@@ -6,11 +6,13 @@ each turns a key's text into its value, or raises ``ValueError``, which
 ZConfig reports with the key's file and line.
 """
 import os
-import re
 from typing import Optional
 
 import ZConfig
 import zodburi as _zodburi
+
+from multidb.inputs import check_dotted_name
+from multidb.inputs import parse_duration
 
 #: The name of a database whose section has neither a name nor a
 #: ``database-name``.  ZODB.config calls it ``''``, which a collection
@@ -41,20 +43,20 @@ def max_open(value: str) -> Optional[int]:
     return n
 
 
-_SECONDS = re.compile(r'(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\Z')
-_UNIT_SECONDS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600, None: 1}
+def duration(value: str) -> float:
+    """A duration in seconds, zero or more (what zero means is the key's
+    to say): a number of seconds or a number and a unit ``ms``, ``s``,
+    ``m``, ``h``, ``d`` (``30``, ``1.5s``, ``500ms``, ``2m``); see
+    ``multidb.inputs.parse_duration``.  ZConfig's ``time-interval``
+    spellings (``30``, ``5s``, ``2m``, ``1h``, ``1d``) are among them."""
+    return parse_duration(value, zero=True)
 
 
-def seconds(value: str) -> float:
-    """A positive duration in seconds: a number, decimals allowed, with
-    an optional unit ``ms``, ``s``, ``m`` or ``h`` (``1.5s``, ``500ms``).
-    """
-    m = _SECONDS.match(value.strip().lower())
-    result = float(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else 0
-    if not result > 0:
-        raise ValueError(f"expected a positive duration such as 5s, 1.5s"
-                         f" or 500ms, not {value!r}")
-    return result
+def dotted_name(value: str) -> str:
+    """``init``: the dotted name of a callable, ``package.module.name``
+    or ``package.module:name``, checked for its syntax only: it is
+    imported (``pkgutil.resolve_name``) when a tenant is created."""
+    return check_dotted_name(value.strip())
 
 
 def expire_action(value: str) -> str:

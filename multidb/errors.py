@@ -15,6 +15,7 @@ __all__ = [
     'FileLimitReached',
     'DatabaseLocked',
     'InvalidName',
+    'InvalidInput',
     'DuplicateName',
     'UnknownDatabase',
     'DatabaseInUse',
@@ -44,6 +45,19 @@ class InvalidName(MultiDBError, ValueError):
         self.name = name
         self.reason = reason
         super().__init__(f"invalid database name {name!r}: {reason}")
+
+
+class InvalidInput(MultiDBError, ValueError):
+    """Raised when a value given to multidb is not acceptable: a label, a
+    duration, a time, an expiry, a dotted name (the rules are in
+    ``multidb.inputs``); nothing was touched.  ``kind`` says what the
+    value was meant to be, ``reason`` what is wrong with it."""
+
+    def __init__(self, kind, value, reason):
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+        super().__init__(f"bad {kind} {value!r}: {reason}")
 
 
 class DuplicateName(MultiDBError, ValueError):
@@ -235,7 +249,9 @@ class ArchiveExists(MultiDBError, FileExistsError):
 
 class NotConfigured(MultiDBError, RuntimeError):
     """Raised when tenants are used on a collection that has no tenant
-    template (no ``<tenants>`` section)."""
+    template (no ``<tenants>`` section), or when an operation needs a
+    setting that is not configured (``expire`` archiving without an
+    ``archive-dir``); nothing was changed."""
 
     def __init__(self, what):
         self.what = what
@@ -357,3 +373,17 @@ class ServerUnavailable(MultiDBError, ConnectionError):
             f"{operation} of tenant {name!r} failed: the database server"
             f" connection was lost at each of {attempts} attempt(s) (last:"
             f" {type(error).__name__}: {detail}); {outcome}")
+
+
+class UnreadableRecord(MultiDBError, TypeError):
+    """Raised when the catalog holds a record this version of multidb
+    cannot read (ZODB made a Broken object of it: say, a newer version
+    wrote it).  Nothing was declared from it."""
+
+    def __init__(self, catalog, found):
+        self.catalog = catalog
+        self.found = found
+        super().__init__(
+            f"the catalog {catalog!r} holds a record this version of"
+            f" multidb cannot read ({found}): was it written by a newer"
+            f" version?")

@@ -581,21 +581,23 @@ def close_database(db):
     proportion to its objects, even when nothing was written since it
     opened (an evicted database that was only read).  When the index file
     already describes the data up to its end (the position it starts with
-    equals ``FileStorage._pos``), that rewrite is skipped."""
+    equals ``FileStorage._pos``), that rewrite is skipped.  The index file
+    is read where FileStorage.close() saves its index, after it closed
+    its other files: looking at it earlier would hold one descriptor more
+    than an open FileStorage does."""
     storage = db.storage
-    if _index_is_current(storage):
-        storage._save_index = _no_index_save
+    from ZODB.FileStorage import FileStorage
+    if isinstance(storage, FileStorage) and not storage._is_read_only:
+        save = storage._save_index
+
+        def save_if_stale():
+            if not _index_is_current(storage):
+                save()
+        storage._save_index = save_if_stale
     ZODB.DB.close(db)
 
 
-def _no_index_save():
-    pass
-
-
 def _index_is_current(storage):
-    from ZODB.FileStorage import FileStorage
-    if not isinstance(storage, FileStorage) or storage._is_read_only:
-        return False
     try:
         with open(storage.__name__ + '.index', 'rb') as f:
             # fsIndex.save pickles the position first, then the index.

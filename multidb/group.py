@@ -3,6 +3,8 @@
 See :class:`multidb.interfaces.IConnectionGroup`.
 """
 import logging
+from typing import TYPE_CHECKING
+from typing import Any
 
 from ZODB.POSException import ConnectionStateError
 from zope.interface import implementer
@@ -12,6 +14,9 @@ from multidb.glue import check_not_joined
 from multidb.glue import close_unit
 from multidb.glue import is_joined
 from multidb.interfaces import IConnectionGroup
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ZODB.Connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ class ConnectionGroup:
         self._probe = None
         self._refreshing = False
 
-    def get_connection(self, name):
+    def get_connection(self, name: str) -> 'Connection':
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
         if self._resolver is not None and not self._fresh():
@@ -89,11 +94,11 @@ class ConnectionGroup:
         return (self.connections.get(name) is member
                 and member.boundaries == count)
 
-    def root(self, name):
+    def root(self, name: str) -> Any:
         """See :meth:`multidb.interfaces.IConnectionGroup.root`."""
         return self.get_connection(name).root()
 
-    def release(self, name):
+    def release(self, name: str) -> None:
         """See :meth:`multidb.interfaces.IConnectionGroup.release`."""
         conn = self.connections.get(name)
         if conn is None:
@@ -119,7 +124,7 @@ class ConnectionGroup:
         for other in self.connections.values():
             other.forget_references(name)
 
-    def close(self):
+    def close(self) -> None:
         """See :meth:`multidb.interfaces.IConnectionGroup.close`."""
         if self.closed:
             return
@@ -136,10 +141,10 @@ class ConnectionGroup:
             members.clear()
             self._collection._forget_group(self)
 
-    def __enter__(self):
+    def __enter__(self) -> 'ConnectionGroup':
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and any(
                 is_joined(c) for c in self.connections.values()):
             self.transaction_manager.abort()

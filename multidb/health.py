@@ -30,8 +30,8 @@ class DatabaseHealth(NamedTuple):
     name: str
     #: Did the check reach the data (and the server, if any)?
     reachable: bool
-    #: Seconds for a connection, the root object and, for ZEO, a server
-    #: round trip; None when unreachable.
+    #: Seconds for a connection, the root object's record and, for ZEO, a
+    #: server round trip; None when unreachable.
     latency: Optional[float]
     #: When the last transaction was committed (UTC), None for an empty
     #: database or when unreachable.
@@ -56,9 +56,19 @@ def tid_time(tid: bytes) -> Optional[datetime.datetime]:
 
 
 def _error_text(error: BaseException) -> str:
+    """One line: the error's type and message; an error that says
+    nothing by itself (ZODB's ``StateLoadError``) is followed by what
+    caused it, so the line names what could not be resolved."""
     text = ' '.join(str(error).split())
     name = type(error).__name__
-    return f"{name}: {text}" if text else name
+    if text:
+        return f"{name}: {text}"
+    cause = error.__cause__
+    if cause is None and not error.__suppress_context__:
+        cause = error.__context__
+    if cause is not None and cause is not error:
+        return f"{name} ({_error_text(cause)})"
+    return name
 
 
 def check(collection, name: str) -> DatabaseHealth:
@@ -72,7 +82,14 @@ def check(collection, name: str) -> DatabaseHealth:
         start = time.monotonic()
         conn = db.open(tm)   # polls: RelStorage queries its server here
         try:
-            conn.get(z64)._p_activate()
+            # The root as a ghost: its record read from the storage (when
+            # the connection does not hold it already) and only its class
+            # taken from the pickle; its state is not unpickled.  That is
+            # what "reachable" means: the state would resolve the root's
+            # references, and one to a database this collection does not
+            # declare (another program's data) is no finding about this
+            # one.
+            conn.get(z64)
             # ZEO serves loads from its cache: ping is a server round
             # trip, and waits up to wait_timeout when disconnected.
             ping = getattr(db.storage, 'ping', None)

@@ -41,6 +41,29 @@ class ICollection(Interface):
         "The ``INameResolver`` consulted for names the collection does "
         "not know, or None.  Set with ``set_resolver``.")
 
+    tenants = Attribute(
+        "The tenant lifecycle (an ``ITenants``) when the collection's "
+        "resolver is one: set up by a ``<tenants>`` configuration section "
+        "or by ``multidb.Tenants(collection, ...)``.  Reading it raises "
+        "``NotConfigured`` on a collection without tenants.")
+
+    open_count = Attribute(
+        "How many databases count against ``max_open`` right now: open, "
+        "being opened or being closed, except those holding no files (in "
+        "memory).  Read-only.")
+
+    configuration = Attribute(
+        "What the collection was loaded from, or None for a collection "
+        "built in code (the default).  Set by ``multidb.config`` loading, "
+        "never read by the collection: a ``multidb.config.Configuration`` "
+        "with ``files`` (the configuration files read, in composition "
+        "order; empty for a string), ``sources`` (database name -> "
+        "``multidb.config.Source``: file, line and storage kind), "
+        "``tenant_template`` (the ``<tenants>`` section as a "
+        "``multidb.config.TenantTemplate``, or None) and "
+        "``zeo_wait_timeout`` (seconds).  ``multidb check-config`` "
+        "prints it.")
+
     def set_resolver(resolver):
         """Install ``resolver`` (an ``INameResolver``); once only (a
         second one raises ``ValueError``).  The layer above the core
@@ -71,6 +94,14 @@ class ICollection(Interface):
 
     def publish(name):
         """Make a private declaration visible to every thread."""
+
+    def get(name, default=None):
+        """``c[name]`` (opening a declared database), or ``default`` for
+        a name the collection does not know (nor its resolver)."""
+
+    def is_open(name):
+        """Is the database of ``name`` open right now?  Never opens it.
+        Raises ``UnknownDatabase`` for an unknown name."""
 
     def peek(name):
         """The database of ``name`` if it is open right now, else None.
@@ -146,9 +177,12 @@ class ICollection(Interface):
         (seconds), ``last_transaction`` (a UTC datetime) and ``error``.
 
         Each check opens a connection (and the database, when it is
-        closed) with a transaction manager of its own, loads the root
-        object, pings the server of a ZEO client, and reads the last
-        transaction id.  Checks run in threads; one that has not ended
+        closed) with a transaction manager of its own, reads the root
+        object's record from the storage (without unpickling it: the
+        root's references, say to a database this collection does not
+        have, are not followed), pings the server of a ZEO client, and
+        reads the last transaction id.  ``error`` is one line naming the
+        error and, when it says nothing by itself, its cause.  Checks run in threads; one that has not ended
         after ``timeout`` seconds (``None``: 6, a little more than the
         default ``zeo-wait-timeout``), such as one waiting for a ZEO
         server that is down, is reported unreachable.
@@ -382,6 +416,17 @@ class ITenants(Interface):
     is safe against a crash (kill -9) at any point: the result is the old
     state or the new one, plus at worst leftovers that ``repair()`` deletes.
     Operations on one name are serialized within the process.
+
+    ``progress``, taken by the methods that copy data (clone, drop with
+    an archive, snapshot, revert, archive, restore) and by expire, is
+    None or a callable ``progress(n)``, called as the work goes on with
+    the bytes just copied (expire: 1 per tenant done), say a progress
+    bar's ``update``; it should return quickly.
+
+    The implementation is also the collection's ``INameResolver``: its
+    ``resolve``, ``refresh``, ``open_failed`` and ``declare_all`` are
+    callbacks for the collection's core, not API; applications do not
+    call them.
     """
 
     def create(name, *, expires=None, labels=None, init=None):
@@ -390,15 +435,20 @@ class ITenants(Interface):
         one transaction.  Returns the record.
 
         Raises ``InvalidName`` (before anything is touched) and
-        ``TenantExists``.  ``expires`` is a datetime, a timedelta or
-        seconds from now; ``labels`` a dict or an iterable of strings.
+        ``TenantExists``.  ``expires`` is a datetime (naive: UTC), a
+        timedelta or seconds from now, or text as the command takes it (a
+        duration ``30d``, ``12h``, ``90m``, ``3600s``, or an ISO 8601 date
+        or date and time, ``2030-01-31T12:00Z``); ``labels`` a dict or an
+        iterable of keys, each label checked by the command's rule (see
+        ``multidb.inputs.check_label``).  A bad expiry, label or ``init``
+        name raises ``InvalidInput`` before anything is touched.
         """
 
-    def clone(source, name, *, expires=None, labels=None):
+    def clone(source, name, *, expires=None, labels=None, progress=None):
         """A new tenant holding a copy of source's committed data (taken
         consistently while source may be in use).  Returns the record."""
 
-    def drop(name, *, archive_to=None):
+    def drop(name, *, archive_to=None, progress=None):
         """Delete a tenant, after archiving it to archive_to if given.
         Raises ``NoSuchTenant``, and ``DatabaseInUse`` (changing nothing)
         while a group uses the tenant, ``NotWritable`` (changing nothing)
@@ -419,25 +469,26 @@ class ITenants(Interface):
         once; a tenant created or dropped meanwhile may or may not be
         seen)."""
 
-    def snapshot(name, label=None):
+    def snapshot(name, label=None, *, progress=None):
         """Take a consistent point-in-time copy while the tenant may be in
         use; return its id."""
 
     def snapshots(name):
         """The snapshots of a tenant, oldest first."""
 
-    def revert(name, snapshot_id):
+    def revert(name, snapshot_id, *, progress=None):
         """Bring the tenant back to a snapshot, after snapshotting its
         current state (so a revert can be undone); returns the id of that
         new snapshot.  Raises ``NoSuchSnapshot``; ``DatabaseInUse`` while
         a group uses the tenant."""
 
-    def archive(name, path, *, checksum=None):
+    def archive(name, path, *, progress=None, checksum=None):
         """Write the tenant (data and record) to one portable file with a
         checksum ('crc32', the default, or 'sha256'); refuses to overwrite
         (``ArchiveExists``)."""
 
-    def restore(path, name=None, *, replace=False, trust_unsigned=False):
+    def restore(path, name=None, *, replace=False, progress=None,
+                trust_unsigned=False):
         """Make a tenant from an archive, under its archived name or name.
         A corrupt or truncated archive raises ``CorruptArchive`` and leaves
         the target untouched; an existing tenant needs replace=True (its
@@ -452,9 +503,15 @@ class ITenants(Interface):
         every global its pickles name is checked against the archive
         policy (``UnsafeArchive``)."""
 
-    def expire(now=None):
-        """Drop (or archive and drop, as configured) the tenants whose
-        expiry is past; return what was done, one dict per tenant."""
+    def expire(now=None, *, progress=None):
+        """Archive and drop (``expire_action`` 'archive', the default) or
+        drop ('drop') the tenants whose expiry is past; return what was
+        done, one dict per tenant (name, action, archive, error).
+        Archiving writes the tenant to an archive file,
+        ``archive_dir/NAME-YYYYMMDDTHHMMSSZ.multidb``, before the drop
+        deletes its storage.  'archive' without an ``archive_dir`` raises
+        ``NotConfigured`` when a tenant is due, before anything is
+        dropped."""
 
     def repair(*, dry_run=False):
         """Find (and unless dry_run, delete) leftovers: storage that

@@ -2,23 +2,21 @@
 
 ``ZODBURIDatabase`` is a database given as a URI.  ``TenantTemplate`` is
 how a tenant's database is made: its checks (placeholders, storage,
-catalog) and the substitution of ``{name}`` in a copy of its storage
-section.  Here too is what building a collection reads from any
+catalog) and the backend, by storage kind, that makes tenants' storages
+from it (``multidb.backends``).  Here too is what building a collection reads from any
 ``<zodb>``-like section: its ``ZODB.DB`` keyword arguments and its
 storage kind.
 """
-import os
 import string
 from typing import Any
-from typing import Callable
 from typing import Mapping
 from typing import Optional
 
 import ZODB
 from ZConfig.matcher import SectionValue
 
+from multidb.backends import backend_class
 from multidb.collection import Collection
-from multidb.names import check_tenant_name
 from multidb.sources import Source
 from multidb.sources import _error
 from multidb.sources import _source
@@ -97,7 +95,9 @@ class TenantTemplate:
     ``relstorage``, ...), ``db_kwargs`` the ``ZODB.DB`` keyword
     arguments, ``catalog``, ``init``, ``expire_action`` and
     ``archive_dir`` the settings, ``placeholders`` the keys that hold
-    ``{name}`` and ``where`` the section's place (``file:line``).
+    ``{name}``, ``where`` the section's place (``file:line``) and
+    ``backend`` the backend of the storage kind, built from the template
+    (``multidb.backends``) once the configuration is checked.
     """
 
     def __init__(self, section: SectionValue):
@@ -119,6 +119,7 @@ class TenantTemplate:
         self.admin_dsn: Optional[str] = section.admin_dsn
         self.template_database: Optional[str] = section.template_database
         self.placeholders: list = []
+        self.backend: Any = None
 
     @property
     def where(self) -> Source:
@@ -176,37 +177,25 @@ class TenantTemplate:
             raise _error(f"the tenants template's storage has no"
                          f" {{{PLACEHOLDER}}} placeholder: every tenant"
                          f" would share one storage", section)
-        if self.kind == 'filestorage':
-            fs = self.storage.config
-            for key in ('blob_dir', 'create', 'read_only'):
-                if getattr(fs, key, None):
-                    raise _error(
-                        f"the tenants template's filestorage cannot set"
-                        f" {key.replace('_', '-')}: tenants are created,"
-                        f" written, snapshotted and archived as single"
-                        f" files", section)
-            if '{' in os.path.dirname(fs.path):
-                raise _error("the tenants template's filestorage path must"
-                             " hold {name} in its file name, not in a"
-                             " folder", section)
-        if self.expire_action == 'archive' and not self.archive_dir:
-            raise _error("expire-action archive needs an archive-dir"
-                         " (or set expire-action drop)", section)
+        # expire-action archive without archive-dir is valid: expire
+        # refuses (NotConfigured) when it has a tenant to archive.
         if self.catalog not in declared:
             known = ', '.join(sorted(declared)) or 'none'
             raise _error(f"the catalog database {self.catalog!r} of the"
                          f" tenants template is not declared (declared:"
                          f" {known})", section)
+        # The backend of the storage kind, from the template; what it
+        # cannot honour is an error here, never dropped.
+        try:
+            self.backend = backend_class(self.kind).from_template(self)
+        except ValueError as e:
+            raise _error(str(e), section) from None
 
     def make_tenants(self, collection: Collection):
-        """Set up ``collection.tenants`` from this template (opens
-        nothing).  Storage kinds without a lifecycle backend get none."""
-        from multidb.backends import backend_from_template
+        """Set up ``collection.tenants`` from this template, with the
+        backend made when it was checked (opens nothing)."""
         from multidb.tenants.lifecycle import Tenants
-        backend = backend_from_template(self)
-        if backend is None:
-            return None
-        return Tenants(collection, catalog=self.catalog, backend=backend,
+        return Tenants(collection, catalog=self.catalog, backend=self.backend,
                        db_kwargs=self.db_kwargs, init=self.init,
                        expire_action=self.expire_action,
                        archive_dir=self.archive_dir,
@@ -222,14 +211,6 @@ class TenantTemplate:
             return None
         from multidb.tenants.archive import key_from_file
         return key_from_file(self.archive_key_file)
-
-    def storage_factory(self, name: str) -> Callable[[], Any]:
-        """A zero-argument factory of tenant ``name``'s storage (nothing
-        is opened until it is called)."""
-        # The name goes into a path or a database name: only names of
-        # the tenant policy, checked before anything is made.
-        check_tenant_name(name)
-        return _substitute(self.storage, name).open
 
 
 def _strings(value: Any, path: str):
@@ -256,24 +237,3 @@ def _in_memory(storage: Any) -> bool:
     if _storage_kind(storage) not in _IN_MEMORY_KINDS:
         return False
     return all(_in_memory(s) for s in getattr(config, 'factories', ()))
-
-
-def _substitute(value: Any, name: str) -> Any:
-    # A copy of the section tree with {name} replaced, rebuilt through
-    # each section's own datatype, so that every storage type works.
-    if isinstance(value, str):
-        if '{' in value or '}' in value:
-            return value.format(**{PLACEHOLDER: name})
-        return value
-    if type(value) in (list, tuple):
-        return type(value)(_substitute(v, name) for v in value)
-    if isinstance(value, SectionValue):
-        values = {attr: _substitute(getattr(value, attr), name)
-                  for attr in value.getSectionAttributes()}
-        return SectionValue(values, value.getSectionName(),
-                            value.getSectionMatcher())
-    config = getattr(value, 'config', None)
-    if isinstance(config, SectionValue):
-        return config.getSectionDefinition().datatype(
-            _substitute(config, name))
-    return value

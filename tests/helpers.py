@@ -1,4 +1,13 @@
-"""Small helpers shared by the tests."""
+"""Small helpers shared by the tests (and the docs: docs/conftest.py).
+
+The fixtures of ``tests/conftest.py`` (``data``, ``postgres``, ``pg_db``,
+``zeo_server``) go with these: ``postgres`` is defined here, once, for
+both conftests.
+"""
+import functools
+import os
+
+import pytest
 
 
 def _coll(where):
@@ -18,6 +27,23 @@ def update_root(where, name, **values):
         g.root(name).update(values)
 
 
+def tree(root):
+    """Every file and folder under root, relative to it, sorted."""
+    return sorted(os.path.relpath(os.path.join(p, f), root)
+                  for p, dirs, files in os.walk(root) for f in files + dirs)
+
+
+def run_cli(capsys, *argv, config=None):
+    """Run the multidb command in this process: (code, stdout, stderr);
+    config: a configuration given as -C first."""
+    from multidb import cli
+    if config is not None:
+        argv = ('-C', str(config)) + argv
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 # A FileStorage catalog and FileStorage tenants under ./data (the tests
 # run in their own folder); keys: more keys of the <tenants> section.
 _TENANTS_CONFIG = """
@@ -31,16 +57,47 @@ _TENANTS_CONFIG = """
   <tenants>
     KEYS
     <filestorage>
-      path $data/tenants/{name}.fs
+      path TENANTS/{name}.fs
     </filestorage>
   </tenants>
 </multidb>
 """
 
 
-def tenants_config(keys=''):
-    """The text of a configuration with FileStorage tenants."""
-    return _TENANTS_CONFIG.replace('KEYS', keys)
+def tenants_config(keys='', tenants='$data/tenants'):
+    """The text of a configuration with a FileStorage catalog and
+    FileStorage tenants (in the folder tenants)."""
+    return _TENANTS_CONFIG.replace('KEYS', keys).replace('TENANTS', tenants)
+
+
+def fs_tenants(folder, *, catalog='catalog.fs', tenants='tenants', **kw):
+    """(collection, tenants) built in code: a FileStorage catalog
+    (folder/catalog) and FileStorage tenants (folder/tenants/NAME.fs);
+    kw: more arguments of Tenants.  The caller closes the collection."""
+    import multidb
+    from ZODB.FileStorage import FileStorage
+    folder = str(folder)
+    c = multidb.Collection()
+    c.declare('catalog', functools.partial(
+        FileStorage, os.path.join(folder, catalog)))
+    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
+        os.path.join(folder, tenants, '{name}.fs')), **kw)
+    return c, t
+
+
+# -- servers ------------------------------------------------------------------
+
+@pytest.fixture(scope='session')
+def postgres():
+    """A throwaway PostgreSQL cluster for the whole session, stopped and
+    removed however the session ends.  (Imported by tests/conftest.py and
+    docs/conftest.py.)"""
+    from servers import PostgreSQL
+    pg = PostgreSQL()
+    try:
+        yield pg.start()
+    finally:
+        pg.close()
 
 
 

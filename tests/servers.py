@@ -22,6 +22,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _stop(proc, sig, timeout=30):
+    """Stop a server process: sig, then wait up to timeout seconds; a
+    process still running then (hung) is killed and waited for."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def _wait(check, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -84,7 +99,11 @@ class PostgreSQL:
              '-c', 'fsync=off', '-c', 'max_connections=300'],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             **self._as)
-        _wait(self._ping, 30, 'PostgreSQL')
+        try:
+            _wait(self._ping, 30, 'PostgreSQL')
+        except BaseException:
+            self.stop()   # not left running when it did not come up
+            raise
         return self
 
     def _ping(self):
@@ -92,23 +111,21 @@ class PostgreSQL:
         psycopg2.connect(self.dsn(), connect_timeout=2).close()
 
     def stop(self, sig=signal.SIGINT):
-        """Stop the server (SIGINT: PostgreSQL's fast shutdown)."""
+        """Stop the server (SIGINT: PostgreSQL's fast shutdown), killing
+        it if it has not stopped within 30 seconds."""
         if self.proc is not None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+            proc, self.proc = self.proc, None
+            _stop(proc, sig)
 
     def restart(self):
         self.stop()
         self.start()
 
     def close(self):
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def sql(self, statement, dbname='postgres'):
         """Run one statement in autocommit; return the rows, if any."""
@@ -148,7 +165,11 @@ class ZEOServer:
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'ZEO.runzeo', '-C', self.conf],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(self._ping, 30, 'ZEO')
+        try:
+            _wait(self._ping, 30, 'ZEO')
+        except BaseException:
+            self.stop()   # not left running when it did not come up
+            raise
         return self
 
     def _ping(self):
@@ -158,12 +179,15 @@ class ZEOServer:
         """Kill the server as a crash would (SIGKILL)."""
         self.stop(signal.SIGKILL)
 
-    def stop(self, sig=signal.SIGTERM):
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop the server (SIGTERM); one that has not stopped within
+        timeout seconds (hung) is killed."""
         if self.proc is not None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-            self.proc = None
+            proc, self.proc = self.proc, None
+            _stop(proc, sig, timeout)
 
     def close(self):
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -24,10 +24,12 @@ from ZODB.FileStorage import FileStorage
 from ZODB.FileStorage.FileStorage import packed_version
 
 import multidb
+from helpers import fs_tenants
 from helpers import root_dict
+from helpers import run_cli
 from helpers import tenants_config
 from helpers import update_root
-from multidb import cli
+from multidb import files
 from multidb.errors import CorruptArchive
 from multidb.tenants import archive
 
@@ -36,14 +38,7 @@ OTHER_KEY = b'fedcba9876543210fedcba9876543210'
 UTC = datetime.timezone.utc
 
 
-def _make(tmp_path, **kw):
-    c = multidb.Collection()
-    c.declare('catalog', functools.partial(FileStorage,
-                                           str(tmp_path / 'catalog.fs')))
-    backend = multidb.FileStorageBackend(
-        str(tmp_path / 'tenants' / '{name}.fs'))
-    t = multidb.Tenants(c, catalog='catalog', backend=backend, **kw)
-    return c, t
+_make = fs_tenants
 
 
 @pytest.fixture(autouse=True)
@@ -686,30 +681,30 @@ def test_killed_archive_run_leaves_a_recognisable_temp_file(tmp_path):
                 if n.startswith('.a.')]
         # Being written: not stale, whatever its age.
         os.utime(tmp, (0, 0))
-        assert archive.stale_temp_files(folder) == []
-        assert archive.stale_temp_files(folder, remove=True) == []
+        assert files.stale_temp_files(folder) == []
+        assert files.stale_temp_files(folder, remove=True) == []
         assert os.path.exists(tmp)
     finally:
         child.kill()
         child.wait()
-    assert archive.stale_temp_files(folder) == [tmp]
+    assert files.stale_temp_files(folder) == [tmp]
     assert os.path.exists(tmp)
-    assert archive.stale_temp_files(folder, remove=True) == [tmp]
+    assert files.stale_temp_files(folder, remove=True) == [tmp]
     assert sorted(os.listdir(folder)) == ['.other.txt', 'keep.multidb-tmp']
-    assert archive.stale_temp_files(folder) == []
+    assert files.stale_temp_files(folder) == []
 
 
 def test_fresh_temp_file_of_a_live_process_is_not_stale(tmp_path):
     # Unlocked (another writer's), its process alive, and young: kept.
-    tmp = archive.tmp_name(tmp_path / 'x.fs')
+    tmp = files.tmp_name(tmp_path / 'x.fs')
     open(tmp, 'wb').close()
-    assert archive.stale_temp_files(tmp_path) == []
+    assert files.stale_temp_files(tmp_path) == []
     os.utime(tmp, (0, 0))
-    assert archive.stale_temp_files(tmp_path) == [tmp]
+    assert files.stale_temp_files(tmp_path) == [tmp]
 
 
 def test_stale_temp_files_of_a_missing_folder(tmp_path):
-    assert archive.stale_temp_files(tmp_path / 'nowhere') == []
+    assert files.stale_temp_files(tmp_path / 'nowhere') == []
 
 
 # -- configuration and the command --------------------------------------------
@@ -726,9 +721,7 @@ def _cli_conf(tmp_path, monkeypatch, keys=''):
 
 
 def _cli(capsys, conf, *argv):
-    code = cli.main(['-C', str(conf), *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv, config=conf)
 
 
 def test_cli_restore_needs_trust_unsigned(capsys, tmp_path, monkeypatch):

@@ -57,6 +57,30 @@ def test_check_config_json(capsys, data):
     assert result['max_open'] == 200
 
 
+def test_check_config_reads_the_collections_configuration(capsys, data,
+                                                       monkeypatch):
+    # One attribute, None for a collection built in code: the command
+    # says so (exit 2) rather than fail on a missing attribute.
+    from multidb.cli import collection_commands
+    from multidb.config import Configuration
+    from multidb.config import collectionFromFile
+    c = collectionFromFile(EXAMPLE, defines={'data': str(data)})
+    assert isinstance(c.configuration, Configuration)
+    assert c.configuration.files == [EXAMPLE]
+    assert list(c.configuration.sources) == ['main', 'catalog']
+    assert c.configuration.tenant_template.catalog == 'catalog'
+    assert c.configuration.zeo_wait_timeout == 5
+    c.close()
+    built = multidb.Collection()
+    assert built.configuration is None
+    monkeypatch.setattr(collection_commands, 'load_collection',
+                        lambda args: built)
+    code, out, err = _run(capsys, '-C', EXAMPLE, 'check-config')
+    assert (code, out) == (2, '')
+    assert 'not loaded from configuration files' in err
+    assert 'configuration is None' in err
+
+
 def test_global_options_after_the_command(capsys, data):
     code, out, err = _run(capsys, '-C', EXAMPLE, 'check-config',
                           '-C', TENANTS, '--json', '-D', f'data={data}')
@@ -145,7 +169,9 @@ def test_demo_persists_and_counts(capsys, tmp_path):
 def test_demo_default_dir(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _run(capsys, 'demo')[0] == 0
-    assert (tmp_path / 'multidb-data' / 'main.fs').exists()
+    # Its own folder, not the example configuration's ./multidb-data.
+    assert (tmp_path / 'multidb-demo' / 'main.fs').exists()
+    assert not (tmp_path / 'multidb-data').exists()
 
 
 def test_demo_failure_exits_1(capsys, tmp_path):

@@ -19,9 +19,47 @@ def _makeOne(**kw):
     return multidb.Collection(**kw)
 
 
-def test_verify_collection():
+def test_verify_collection(tmp_path):
+    # With tenants: ``tenants`` raises NotConfigured on a collection
+    # without them (see below).
     with _makeOne() as c:
+        c.add('catalog', MappingStorage())
+        multidb.Tenants(c, catalog='catalog', backend=multidb.
+                        FileStorageBackend(str(tmp_path / '{name}.fs')))
         verifyObject(ICollection, c)
+    names = set(ICollection.names())
+    assert {'get', 'is_open', 'peek', 'open_count', 'tenants',
+            'configuration'} <= names
+    # Every public name of the class is in the interface.
+    public = {n for n in dir(multidb.Collection) if not n.startswith('_')}
+    assert public <= names
+
+
+def test_itenants_declares_every_progress_argument():
+    import inspect
+
+    from multidb.interfaces import INameResolver
+    from multidb.interfaces import ITenants
+    # (zope.interface keeps no keyword-only arguments: read the source.)
+    from multidb import interfaces
+    source = inspect.getsource(interfaces)
+    source = source[source.index('class ITenants('):]
+    taking = [name for name in ITenants.names()
+              if 'progress' in inspect.signature(
+                  getattr(multidb.Tenants, name)).parameters]
+    assert len(taking) >= 7
+    for name in taking:
+        declared = source[source.index(f'    def {name}('):]
+        assert 'progress=None' in declared[:declared.index(':\n')], name
+    # The resolver's callbacks are INameResolver's, not ITenants' API.
+    assert not set(INameResolver.names()) & set(ITenants.names())
+
+
+def test_collection_built_in_code_has_no_configuration():
+    with _makeOne() as c:
+        assert c.configuration is None
+        with pytest.raises(multidb.NotConfigured):
+            c.tenants
 
 
 def test_verify_group(coll):

@@ -154,12 +154,43 @@ MALFORMED = [
      {'main.conf': _template(keys='catalog registry\n'
                                   'archive-dir $data/archive')},
      "catalog database 'registry'", ('main.conf', 6), None),
-    ('template-archive-without-dir',
-     {'main.conf': _template(keys='expire-action archive')},
-     'needs an archive-dir', ('main.conf', 6), None),
     ('template-bad-expire-action',
      {'main.conf': _template(keys='expire-action shred')},
      "expire-action must be 'drop' or 'archive'", ('main.conf', 7), None),
+    ('template-blob-dir',
+     {'main.conf': _template(path='$data/tenants/{name}.fs\n'
+                                  '      blob-dir $data/blobs')},
+     "filestorage cannot set blob-dir", ('main.conf', 6), None),
+    ('template-create',
+     {'main.conf': _template(path='$data/tenants/{name}.fs\n'
+                                  '      create true')},
+     "filestorage cannot set create", ('main.conf', 6), None),
+    ('template-read-only',
+     {'main.conf': _template(path='$data/tenants/{name}.fs\n'
+                                  '      read-only true')},
+     "filestorage cannot set read-only", ('main.conf', 6), None),
+    ('template-packer-not-dotted',
+     {'main.conf': _template(path='$data/tenants/{name}.fs\n'
+                                  '      packer no-such-packer')},
+     "packer 'no-such-packer' is not a dotted name", ('main.conf', 6),
+     None),
+    ('template-placeholder-in-folder',
+     {'main.conf': _template(path='$data/{name}/data.fs')},
+     "{name} in its file name, not in a folder", ('main.conf', 6), None),
+    ('template-relstorage-not-postgresql',
+     {'main.conf': '%import relstorage\n<multidb>\n<zodb catalog>\n'
+                   '<mappingstorage/>\n</zodb>\n<tenants>\n'
+                   'expire-action drop\n<relstorage>\n<mysql>\n'
+                   'db tenant_{name}\n</mysql>\n</relstorage>\n'
+                   '</tenants>\n</multidb>\n'},
+     "relstorage has a <mysql> adapter", ('main.conf', 6), None),
+    ('template-relstorage-name',
+     {'main.conf': '%import relstorage\n<multidb>\n<zodb catalog>\n'
+                   '<mappingstorage/>\n</zodb>\n<tenants>\n'
+                   'expire-action drop\n<relstorage>\nname t\n'
+                   '<postgresql>\ndsn dbname=tenant_{name}\n</postgresql>\n'
+                   '</relstorage>\n</tenants>\n</multidb>\n'},
+     "relstorage cannot set name", ('main.conf', 6), None),
     ('template-bad-init',
      {'main.conf': _template(keys='init my-app.init\n'
                                   'archive-dir $data/archive')},
@@ -241,7 +272,8 @@ def test_missing_archive_dir_loads_and_is_not_made(tmp_path, data):
     c = _load(tmp_path, data,
               {'main.conf': _template(keys='archive-dir $data/nowhere')})
     try:
-        assert c.tenant_template.archive_dir == f'{data}/nowhere'
+        t = c.configuration.tenant_template
+        assert t.archive_dir == f'{data}/nowhere'
         assert not os.path.exists(data / 'nowhere')
     finally:
         c.close()
@@ -307,8 +339,8 @@ def test_zodb_config_file_loads_unchanged_with_same_names(tmp_path, data):
     c = mc.collectionFromString(text)
     try:
         assert list(c) == expected == ['first', 'second', 'third', 'Fourth']
-        assert c.config_sources['second'].kind == 'mappingstorage'
-        assert c.config_sources['third'].kind == 'filestorage'
+        assert c.configuration.sources['second'].kind == 'mappingstorage'
+        assert c.configuration.sources['third'].kind == 'filestorage'
         assert c['second']._cache_size == 100
     finally:
         c.close()
@@ -319,8 +351,8 @@ def test_zodb_config_file_loads_from_file(tmp_path, data):
     path.write_text(ZODB_TEXT.format(data=data))
     c = mc.collectionFromFile(str(path))
     try:
-        assert c.config_sources['first'] == (str(path), 2, 'mappingstorage',
-                                             path.as_uri())
+        assert c.configuration.sources['first'] == (
+            str(path), 2, 'mappingstorage', path.as_uri())
     finally:
         c.close()
 
@@ -354,18 +386,18 @@ def test_example_composes_main_file_and_tenant_folder(data):
     c = _example(data)
     try:
         assert list(c) == ['main', 'catalog', 'acme', 'globex']
-        src = c.config_sources
+        src = c.configuration.sources
         assert str(src['main']) == os.path.join(CONFIG, 'example.conf') + ':12'
         assert src['acme'].file == os.path.join(CONFIG, 'tenants.d',
                                                 'acme.conf')
         assert src['globex'].line == 2
-        assert c.config_files == [
+        assert c.configuration.files == [
             os.path.join(CONFIG, 'example.conf'),
             os.path.join(CONFIG, 'tenants.d', 'acme.conf'),
             os.path.join(CONFIG, 'tenants.d', 'globex.conf')]
         assert c.max_open == 200
         assert c.open_timeout == 30
-        t = c.tenant_template
+        t = c.configuration.tenant_template
         assert (t.kind, t.catalog, t.expire_action) == (
             'filestorage', 'catalog', 'archive')
         assert t.archive_dir == f'{data}/archive'
@@ -420,7 +452,7 @@ def test_include_is_relative_to_the_including_file(tmp_path):
         '<zodb b>\n  <mappingstorage/>\n</zodb>\n')
     (tmp_path / 'a.conf').write_text('%include sub/b.conf\n')
     c = mc.collectionFromFile(str(tmp_path / 'a.conf'))
-    assert str(c.config_sources['b']) == f"{tmp_path}/sub/b.conf:1"
+    assert str(c.configuration.sources['b']) == f"{tmp_path}/sub/b.conf:1"
     c.close()
 
 
@@ -428,7 +460,7 @@ def test_multidb_settings(tmp_path):
     c = mc.collectionFromString(
         '<multidb>\n  max-open 5\n  open-timeout 2m\n</multidb>\n')
     assert (c.max_open, c.open_timeout, len(c)) == (5, 120, 0)
-    assert c.tenant_template is None
+    assert c.configuration.tenant_template is None
     c.close()
     c = mc.collectionFromString('<multidb>\n</multidb>\n')
     assert c.max_open == multidb.Collection().max_open
@@ -459,16 +491,18 @@ def test_loading_opens_nothing_and_first_use_opens(data):
 
 # -- the tenants template -----------------------------------------------------
 
-def test_template_storage_factory_makes_the_tenants_storage(data):
+def test_template_backend_makes_the_tenants_storage(data):
+    # One mechanism: the backend of the storage kind, built from the
+    # template, is the one the tenants use.
     c = _example(data)
     try:
-        factory = c.tenant_template.storage_factory('initech')
+        t = c.configuration.tenant_template
+        assert type(t.backend) is multidb.FileStorageBackend
+        assert c.tenants.backend is t.backend
+        assert t.backend.path == f'{data}/tenants/{{name}}.fs'
         assert not (data / 'tenants' / 'initech.fs').exists()
-        storage = factory()
-        try:
-            assert storage.getName() == f'{data}/tenants/initech.fs'
-        finally:
-            storage.close()
+        c.tenants.create('initech')
+        assert (data / 'tenants' / 'initech.fs').exists()
     finally:
         c.close()
 
@@ -478,37 +512,43 @@ def test_template_storage_factory_makes_the_tenants_storage(data):
 def test_template_refuses_names_that_escape(data, name):
     c = _example(data)
     with pytest.raises(multidb.InvalidName):
-        c.tenant_template.storage_factory(name)
+        c.tenants.create(name)
     c.close()
+    assert os.listdir(data / 'tenants') == []
 
 
 def test_template_relstorage_opens_no_connection():
     c = mc.collectionFromFile(os.path.join(CONFIG, 'relstorage.conf'))
     try:
-        t = c.tenant_template
+        t = c.configuration.tenant_template
         assert t.kind == 'relstorage'
         assert t.placeholders == ['relstorage postgresql dsn']
-        assert callable(t.storage_factory('acme'))
-        made = mc._substitute(t.storage, 'acme')
-        assert made.config.adapter.config.dsn == (
-            'host=localhost user=multidb dbname=tenant_acme')
-        # The template itself is unchanged.
-        assert t.storage.config.adapter.config.dsn.endswith('{name}')
-        assert c.config_sources['catalog'].kind == 'relstorage'
+        assert type(t.backend) is multidb.RelStorageBackend
+        assert t.backend.dsn == (
+            'host=localhost user=multidb dbname=tenant_{name}')
+        assert t.backend.options == {'keep_history': False}
+        assert t.backend.template == 'multidb_template_hf'
+        assert t.backend.admin_dsn == 'host=localhost user=multidb' \
+                                      ' dbname=postgres'
+        assert c.configuration.sources['catalog'].kind == 'relstorage'
     finally:
         c.close()
 
 
-def test_template_in_memory_needs_no_placeholder():
-    c = mc.collectionFromString(
-        '<multidb>\n<zodb catalog>\n<mappingstorage/>\n</zodb>\n'
-        '<tenants>\nexpire-action drop\n<mappingstorage/>\n</tenants>\n'
-        '</multidb>\n')
-    t = c.tenant_template
-    assert t.kind == 'mappingstorage' and t.placeholders == []
-    s = t.storage_factory('a')()
-    s.close()
-    c.close()
+def test_template_kind_without_backend_is_an_error():
+    # No backend of the kind (none comes with multidb for storages in
+    # memory): a configuration error naming the kind and the entry-point
+    # group, at the <tenants> line, not a collection without tenants.
+    with pytest.raises(ZConfig.ConfigurationError) as info:
+        mc.collectionFromString(
+            '<multidb>\n<zodb catalog>\n<mappingstorage/>\n</zodb>\n'
+            '<tenants>\nexpire-action drop\n<mappingstorage/>\n'
+            '</tenants>\n</multidb>\n')
+    text = str(info.value)
+    assert "no backend for the storage kind 'mappingstorage'" in text
+    assert "'multidb.backends'" in text
+    assert 'installed: filestorage, relstorage' in text
+    assert info.value.lineno == 5
 
 
 def test_template_literal_braces(data):
@@ -516,20 +556,101 @@ def test_template_literal_braces(data):
         _template(keys='archive-dir $data/archive',
                   path='$data/tenants/{{x}}{name}.fs'),
         defines={'data': str(data)})
-    s = c.tenant_template.storage_factory('a')()
     try:
-        assert s.getName() == f'{data}/tenants/{{x}}a.fs'
+        settings = c.configuration.tenant_template.backend.settings_for('a')
+        assert settings['path'] == f'{data}/tenants/{{x}}a.fs'
     finally:
-        s.close()
         c.close()
+
+
+FRESH = """
+<multidb>
+  <zodb catalog>
+    <filestorage>
+      path $data/catalog.fs
+    </filestorage>
+  </zodb>
+  <tenants>
+    expire-action drop
+    <filestorage>
+      path $data/tenants/deeper/{name}.fs
+    </filestorage>
+  </tenants>
+</multidb>
+"""
+
+
+def test_fresh_tenants_folder_from_python(tmp_path):
+    # The template's path is a template: its folder need not exist when
+    # the configuration loads (ZConfig's existing-dirpath would say "The
+    # directory named as part of the path ... does not exist"); the first
+    # tenant makes it.
+    data = tmp_path / 'data'
+    data.mkdir()
+    (tmp_path / 'app.conf').write_text(FRESH)
+    c = mc.collectionFromFile(str(tmp_path / 'app.conf'),
+                              defines={'data': str(data)})
+    try:
+        assert _tree(data) == []    # loading made nothing
+        c.tenants.create('acme')
+        assert (data / 'tenants' / 'deeper' / 'acme.fs').exists()
+    finally:
+        c.close()
+
+
+def test_fixed_databases_keep_zconfigs_rule(tmp_path):
+    # A <zodb>'s storage folder must exist, as ZConfig says; with
+    # make_folders (the commands that create tenants) it is made, once
+    # the configuration is found good, in one load.
+    data = tmp_path / 'data'
+    (tmp_path / 'app.conf').write_text(FRESH)
+    with pytest.raises(ZConfig.ConfigurationError,
+                       match='catalog.fs does not exist'):
+        mc.collectionFromFile(str(tmp_path / 'app.conf'),
+                              defines={'data': str(data)})
+    assert not data.exists()
+    # A configuration with an error makes no folder.
+    (tmp_path / 'bad.conf').write_text(
+        FRESH.replace('expire-action drop', 'expire-action shred'))
+    with pytest.raises(ZConfig.ConfigurationError, match='shred'):
+        mc.collectionFromFiles([str(tmp_path / 'bad.conf')],
+                               defines={'data': str(data)},
+                               make_folders=True)
+    assert not data.exists()
+    c = mc.collectionFromFiles([str(tmp_path / 'app.conf')],
+                               defines={'data': str(data)},
+                               make_folders=True)
+    try:
+        # The catalog's folder; the tenants' is the backend's to make.
+        assert _tree(data) == []
+        c.tenants.create('acme')
+        assert (data / 'tenants' / 'deeper' / 'acme.fs').exists()
+    finally:
+        c.close()
+
+
+def test_template_paths_below_nested_storages_need_no_folder(tmp_path):
+    # Below <tenants> at any depth (a storage inside a storage): refused
+    # for want of a backend of its kind, not for its folder.
+    data = tmp_path / 'data'
+    data.mkdir()
+    with pytest.raises(ZConfig.ConfigurationError) as info:
+        mc.collectionFromString(
+            '<multidb>\n<zodb catalog>\n<mappingstorage/>\n</zodb>\n'
+            '<tenants>\nexpire-action drop\n<demostorage>\n'
+            '<filestorage base>\npath $data/no/{name}.fs\n</filestorage>\n'
+            '</demostorage>\n</tenants>\n</multidb>\n',
+            defines={'data': str(data)})
+    assert "no backend for the storage kind 'demostorage'" in str(info.value)
 
 
 def test_template_init_is_kept_as_a_dotted_name(data):
     c = mc.collectionFromString(
         _template(keys='init myapp.tenants.setup\nexpire-action drop'),
         defines={'data': str(data)})
-    assert c.tenant_template.init == 'myapp.tenants.setup'
-    assert c.tenant_template.settings['expire_action'] == 'drop'
+    t = c.configuration.tenant_template
+    assert t.init == 'myapp.tenants.setup'
+    assert t.settings['expire_action'] == 'drop'
     c.close()
 
 
@@ -540,8 +661,8 @@ def test_zodburi_example(data):
                               defines={'data': str(data)})
     try:
         assert list(c) == ['main', 'sessions']
-        assert c.config_sources['main'].kind == 'filestorage'
-        assert c.config_sources['sessions'].kind == 'mappingstorage'
+        assert c.configuration.sources['main'].kind == 'filestorage'
+        assert c.configuration.sources['sessions'].kind == 'mappingstorage'
         assert not (data / 'main.fs').exists()
         assert c['main']._cache_size == 20000
         assert c['sessions'].pool._size == 20
@@ -614,7 +735,7 @@ def test_every_zodb_storage_type_is_declared_without_connecting(data):
 </zodb>
 ''')
     try:
-        assert [s.kind for s in c.config_sources.values()] == [
+        assert [s.kind for s in c.configuration.sources.values()] == [
             'zeoclient', 'blobstorage', 'demostorage']
         assert _tree(data) == ['archive', 'tenants']
         assert c['demo'] is not None

@@ -8,7 +8,6 @@ old state or its new one, every listed tenant opens and holds its committed
 data, ``repair()`` deletes every leftover it reports and then finds nothing,
 and the operation, retried, does what it should.
 """
-import functools
 import os
 import random
 import re
@@ -22,6 +21,7 @@ from ZODB import DB
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from helpers import fs_tenants
 from helpers import repair_while_paused
 from helpers import root_dict
 from helpers import update_root
@@ -84,13 +84,7 @@ MATRIX = [
 TENANT_FILE = re.compile(r'([a-z][a-z0-9_-]*)\.fs(\..+)?\Z')
 
 
-def _open(folder):
-    c = multidb.Collection()
-    c.declare('catalog', functools.partial(FileStorage,
-                                           str(folder / 'catalog.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
-        str(folder / 'tenants' / '{name}.fs')))
-    return c, t
+_open = fs_tenants
 
 
 _root = root_dict
@@ -279,6 +273,7 @@ def _id(entry):
     return f'{op}-{step}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('op, step, expected', MATRIX,
                          ids=[_id(e) for e in MATRIX])
 def test_kill_at_step(tmp_path, op, step, expected):
@@ -359,12 +354,16 @@ while True:
                 root = g.root('keep')
                 root['count'] += 1
                 count = root['count']
-            print('keep', count, flush=True)
+            # One write of the whole line: with PYTHONUNBUFFERED, print
+            # writes its parts apart, and a kill between them left 'keep '.
+            sys.stdout.write(f'keep {count}\\n')
+            sys.stdout.flush()
     except (multidb.TenantExists, multidb.NoSuchTenant):
         pass
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [1, 2, 3])
 def test_killed_at_random_moments(tmp_path, seed):
     rng = random.Random(seed)

@@ -321,6 +321,7 @@ def test_plain_runs_out_of_file_descriptors(tmp_path):
     assert int(opened) < 150
 
 
+@pytest.mark.slow
 def test_fixed_max_open_keeps_within_fd_limit(tmp_path):
     word, max_open, peak = _run_fd_script(tmp_path, 'multidb')
     assert word == 'OK'

@@ -4,6 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+from ZODB.FileStorage import FileStorage
+
+import multidb
+
 
 def _run(tmp_path, body):
     script = textwrap.dedent('''
@@ -22,6 +27,7 @@ def _run(tmp_path, body):
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_one_thread_reads_100_databases_under_ulimit_64(tmp_path):
     # A group holding one database reads 100 others in turn: the default
     # max_open (from the limit: 12) holds, and nothing fails with EMFILE.
@@ -84,6 +90,7 @@ def test_out_of_descriptors_is_a_clear_error(tmp_path):
     assert lines[2] == 'True'
 
 
+@pytest.mark.slow
 def test_one_thread_reads_100_tenants_under_ulimit_64(tmp_path):
     # As above, with tenants: every group also holds the catalog.
     out = _run(tmp_path, '''
@@ -112,3 +119,44 @@ def test_one_thread_reads_100_tenants_under_ulimit_64(tmp_path):
     max_open, peak, peak_fds = map(int, out.split())
     assert peak <= max_open
     assert peak_fds < 64
+
+
+def test_evicting_holds_no_descriptor_beyond_max_open(tmp_path, monkeypatch):
+    import functools
+    # Closing an evicted FileStorage looks at its index file (to skip
+    # rewriting a current one): only once its other files are closed, so
+    # the collection never holds more than max_open x 4 descriptors of its
+    # databases' files.
+    import builtins
+    import os
+
+    import multidb.glue as glue
+    here = str(tmp_path) + '/'
+    peak = [0]
+
+    def ours():
+        n = 0
+        for fd in os.listdir('/proc/self/fd'):
+            try:
+                n += os.readlink(f'/proc/self/fd/{fd}').startswith(here)
+            except OSError:
+                pass
+        return n
+
+    def spy_open(*a, **kw):
+        f = builtins.open(*a, **kw)
+        peak[0] = max(peak[0], ours())
+        return f
+    monkeypatch.setattr(glue, 'open', spy_open, raising=False)
+    c = multidb.Collection(max_open=2)
+    try:
+        for n in 'abcde':
+            c.declare(n, functools.partial(FileStorage, str(tmp_path / n)))
+        for n in 'abcdeabc':
+            with c.transaction() as g:
+                g.root(n)['v'] = 1      # written: index rewritten on close
+            with c.transaction() as g:
+                g.root(n).get('v')
+    finally:
+        c.close()
+    assert 0 < peak[0] <= 2 * multidb.collection.FDS_PER_DATABASE

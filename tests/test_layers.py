@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(multidb.__file__).parent
 # Lowest first.  A module may import from its own floor or below.
 FLOORS = [
     {'multidb.errors', 'multidb.interfaces', 'multidb.names',
-     'multidb.retry'},
+     'multidb.retry', 'multidb.files', 'multidb.inputs'},
     {'multidb.glue'},
     {'multidb.collection', 'multidb.group', 'multidb.health'},
     {'multidb.tenants', 'multidb.tenants.catalog', 'multidb.tenants.archive',
@@ -71,7 +71,7 @@ def modules():
 
 
 def floor_of(name, known):
-    # 'multidb.tenants.archive.tmp_name' -> its module's floor.
+    # 'multidb.files.tmp_name' -> its module's floor.
     while name not in known and '.' in name:
         name = name.rsplit('.', 1)[0]
     for i, floor in enumerate(FLOORS):

@@ -22,8 +22,10 @@ import psycopg2
 import pytest
 
 import multidb
+from helpers import fs_tenants
 from helpers import root_dict
 from helpers import tenants_config
+from helpers import tree
 from multidb import cli
 from multidb.backends.relstorage import RelStorageBackend
 
@@ -66,11 +68,10 @@ def _command(*argv):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def _files(folder):
-    return sorted(os.path.relpath(os.path.join(p, f), folder)
-                  for p, dirs, files in os.walk(folder) for f in files + dirs)
+_files = tree
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('readonly', ['tenants', 'snapshots'])
 def test_drop_in_a_read_only_folder_changes_nothing(conf, readonly):
     # What can be checked is checked before the record's removal is
@@ -125,12 +126,8 @@ def test_drop_that_cannot_delete_after_its_commit_is_a_partial_success(
 
 
 def test_drop_incomplete_from_python(tmp_path, monkeypatch):
-    from ZODB.FileStorage import FileStorage
     from multidb.backends.filestorage import FileStorageBackend
-    c = multidb.Collection()
-    c.declare('catalog', lambda: FileStorage(str(tmp_path / 'cat.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=FileStorageBackend(
-        str(tmp_path / 't' / '{name}.fs')))
+    c, t = fs_tenants(tmp_path, expire_action='drop')
     try:
         t.create('old', expires=0)
         monkeypatch.setattr(FileStorageBackend, 'destroy',

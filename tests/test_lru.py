@@ -66,6 +66,7 @@ def test_db_in_use_is_not_evicted(small):
     g.close()
 
 
+@pytest.mark.slow
 def test_too_many_open_when_all_in_use(small):
     g = small.group(transaction.TransactionManager())
     for i in range(3):
@@ -181,6 +182,7 @@ def test_in_memory_databases_are_never_evicted(fs_factory):
             assert g.root('mem')['x'] == 1
 
 
+@pytest.mark.slow
 def test_remove_waits_for_a_close_in_another_thread(small, tmp_path):
     from ZODB.FileStorage import FileStorage
     # The thread that needs a slot closes the evicted database itself; a

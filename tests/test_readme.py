@@ -1,6 +1,8 @@
 import pathlib
 import shlex
 
+import pytest
+
 from multidb import cli
 
 TOP = pathlib.Path(__file__).parent.parent
@@ -49,3 +51,89 @@ def test_setup_cfg_lists_every_package():
     found = {'.'.join(p.parent.relative_to(TOP).parts)
              for p in (TOP / 'multidb').rglob('__init__.py')}
     assert listed == found
+
+
+def test_the_demo_after_the_main_job_leaves_it_healthy(tmp_path):
+    # The newcomer's path, with the real command in a fresh folder: the
+    # README's main job, `multidb demo`, then `health` on the example.
+    # The demo once wrote ./multidb-data/main.fs, the example's `main`,
+    # with a reference to a database the example does not declare:
+    # health then said `main` was unreachable (StateLoadError) and
+    # printed a traceback.
+    import subprocess
+    import sys
+    line = _first_command((TOP / 'README.rst').read_text())
+    steps = [shlex.split(part) for part in line.split('&&')]
+    steps = [argv[1:] for argv in steps if argv[0].endswith('/multidb')]
+    example = ['-C', str(TOP / 'config' / 'example.conf')]
+    for argv in steps + [['demo'], example + ['health']]:
+        argv = [str(TOP / a) if a.startswith('config/') else a
+                for a in argv]
+        done = subprocess.run([sys.executable, '-m', 'multidb.cli'] + argv,
+                              cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert (done.returncode, done.stderr) == (0, ''), argv
+    assert done.stdout.splitlines()[-1] == '2 of 2 database(s) reachable'
+    # The demo's files are its own.
+    assert sorted(p.name for p in (tmp_path / 'multidb-demo').iterdir()
+                  if p.suffix == '.fs') == ['customers.fs', 'main.fs']
+    assert not (tmp_path / 'multidb-data' / 'customers.fs').exists()
+
+
+def _requirements(text):
+    import re
+    return {re.split(r'[\s<>=!~;\[]', line.strip(), maxsplit=1)[0].lower()
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith('#')}
+
+
+def test_setup_cfg_extras():
+    # `pip install .` (the main job: FileStorage, the `multidb` command
+    # and its progress bars) needs no extra; ZEO and PostgreSQL have
+    # theirs, and the tests install every one.
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(TOP / 'setup.cfg')
+    install = _requirements(cfg['options']['install_requires'])
+    assert {'zodb', 'zconfig', 'zc.lockfile', 'tqdm'} <= install
+    extras = cfg['options.extras_require']
+    assert {'zeo', 'postgresql', 'test'} <= set(extras)
+    zeo, postgresql, test = (_requirements(extras[name])
+                             for name in ('zeo', 'postgresql', 'test'))
+    assert zeo == {'zeo'}
+    # The binary wheel: RelStorage's own [postgresql] builds psycopg2.
+    assert postgresql == {'relstorage', 'psycopg2-binary'}
+    assert 'relstorage[' not in extras['postgresql'].lower()
+    assert zeo | postgresql | {'pytest'} <= test
+    readme = (TOP / 'README.rst').read_text()
+    assert "'.[zeo,postgresql]'" in readme
+
+
+def test_module_level_imports_are_installed_by_the_main_job():
+    # What the package imports when loaded comes with `pip install .`;
+    # ZEO, RelStorage and psycopg2 are imported only where used.
+    import ast
+    import configparser
+    import sys
+    if not hasattr(sys, 'stdlib_module_names'):
+        pytest.skip("Python 3.10 or later")
+    cfg = configparser.ConfigParser()
+    cfg.read(TOP / 'setup.cfg')
+    install = _requirements(cfg['options']['install_requires'])
+    distribution = {'zope': 'zope.interface', 'zc': 'zc.lockfile'}
+    missing = set()
+    for path in (TOP / 'multidb').rglob('*.py'):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split('.')[0]
+                if top in sys.stdlib_module_names or top == 'multidb':
+                    continue
+                if distribution.get(top, top).lower() not in install:
+                    missing.add((path.name, name))
+    assert not missing

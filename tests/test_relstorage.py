@@ -202,6 +202,7 @@ def test_repair_drops_leftover_databases(tenants, postgres, prefix, backend):
 
 
 def test_expire_on_postgresql(tenants, postgres, prefix):
+    tenants.expire_action = 'drop'
     tenants.create('old', expires=0)
     done = tenants.expire()
     assert done[0]['name'] == 'old' and done[0]['action'] == 'drop'

@@ -19,24 +19,11 @@ import pytest
 import multidb
 from helpers import repair_while_paused
 from helpers import root_dict
+from helpers import tenants_config
 from helpers import update_root
 from multidb.config import collectionFromString
 
-FS_CONFIG = """
-<multidb>
-  <zodb catalog>
-    <filestorage>
-      path $data/catalog.fs
-    </filestorage>
-  </zodb>
-  <tenants>
-    expire-action drop
-    <filestorage>
-      path $tenants/{name}.fs
-    </filestorage>
-  </tenants>
-</multidb>
-"""
+FS_CONFIG = tenants_config('expire-action drop', tenants='$tenants')
 
 PG_CONFIG = """
 %import relstorage
@@ -123,6 +110,7 @@ def test_symlinked_folder_is_not_a_leftover(fs_conf, tmp_path):
         c.close()
 
 
+@pytest.mark.slow
 def test_moved_folder_is_reported_not_deleted_and_relocated(fs_conf,
                                                             tmp_path):
     # The folder moved for real (the records point where it was): its
@@ -241,6 +229,7 @@ def test_deleted_file_is_missing_not_empty(fs_conf, tmp_path):
         c.close()
 
 
+@pytest.mark.slow
 def test_deleted_file_through_the_command(fs_conf, tmp_path):
     tenants_dir = tmp_path / 'real'
     data = str(tmp_path / 'data')
@@ -452,7 +441,7 @@ def test_repair_cleans_the_folders_multidb_writes_to(pg, postgres, tmp_path):
     # The snapshot folder of PostgreSQL tenants and the archive folder:
     # temporary files of a dead process go; a file being written (its
     # writer holds it locked) and files that are not multidb's stay.
-    from multidb.tenants import archive as _archive
+    from multidb import files
     archives = tmp_path / 'archives'
     archives.mkdir()
     c = _pg(pg)
@@ -472,7 +461,7 @@ def test_repair_cleans_the_folders_multidb_writes_to(pg, postgres, tmp_path):
         mine = [folder / 'notes.txt', archives / 'x.multidb']
         for p in mine:
             p.write_bytes(b'mine')
-        with _archive.create_tmp(
+        with files.create_tmp(
                 archives / f'.y.multidb.{dead}.multidb-tmp') as busy:
             busy.write(b'being written')
             found = t.repair(dry_run=True)

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+import time
 
 import pytest
 import transaction
@@ -220,6 +221,31 @@ def test_health_of_configured_databases(fs_coll):
     assert d['name'] == 'a' and isinstance(d['last_transaction'], str)
 
 
+@pytest.mark.parametrize('count, batches', [(32, 1), (33, 2)])
+def test_health_time_is_bounded_per_batch_of_32(coll, monkeypatch, count,
+                                                batches):
+    # Checks that never answer (a hung server): each batch of 32 waits
+    # timeout, no longer; so 33 databases take two timeouts, not one.
+    from multidb import health
+    hung = threading.Event()
+    monkeypatch.setattr(health, 'check',
+                        lambda collection, name: hung.wait(30))
+    names = [f'd{i}' for i in range(count)]
+    for name in names:
+        coll.declare(name, MappingStorage)
+    start = time.monotonic()
+    try:
+        results = coll.health(timeout=0.3)
+    finally:
+        took = time.monotonic() - start
+        hung.set()
+    assert [r.name for r in results] == names
+    assert {(r.reachable, r.error) for r in results} == {
+        (False, 'no answer within 0.3 s')}
+    # At least one timeout per batch, and less than one more.
+    assert batches * 0.3 <= took < (batches + 1) * 0.3
+
+
 def test_health_unknown_name_checks_nothing(fs_coll):
     with pytest.raises(multidb.UnknownDatabase):
         fs_coll.health(['a', 'nope'])
@@ -234,6 +260,49 @@ def test_health_of_a_broken_database(coll, tmp_path):
     bad, mem = coll.health()
     assert (bad.reachable, bad.error) == (False, 'OSError: disk on fire')
     assert mem.reachable
+
+
+def test_health_reads_the_root_record_not_its_state(tmp_path, caplog):
+    # A root referring into a database this collection does not declare
+    # (another program's data, as `multidb demo` once left in the
+    # example's main.fs) is reachable: a check reads the root's record
+    # from the storage and never unpickles it.
+    from functools import partial
+
+    from persistent.mapping import PersistentMapping
+    from ZODB.FileStorage import FileStorage
+    path = str(tmp_path / 'main.fs')
+    with multidb.Collection() as c:
+        c.declare('main', partial(FileStorage, path))
+        c.declare('other', partial(FileStorage, str(tmp_path / 'other.fs')))
+        with c.transaction() as g:
+            obj = PersistentMapping()
+            g.get_connection('other').add(obj)
+            g.root('main')['obj'] = obj
+    with multidb.Collection() as c:
+        c.declare('main', partial(FileStorage, path))
+        [r] = c.health()
+        assert (r.name, r.reachable, r.error) == ('main', True, None)
+        assert r.last_transaction is not None
+    assert not [rec for rec in caplog.records
+                if rec.levelno >= logging.WARNING]
+
+
+def test_health_error_names_the_cause():
+    # An error that says nothing by itself is followed by its cause.
+    from ZODB.POSException import StateLoadError
+
+    from multidb.health import _error_text
+    try:
+        try:
+            raise multidb.UnknownDatabase('customers')
+        except KeyError as e:
+            raise StateLoadError() from e
+    except StateLoadError as e:
+        error = e
+    assert _error_text(error) == (
+        "StateLoadError (UnknownDatabase: database 'customers' is not in"
+        " the collection)")
 
 
 def test_health_skips_tenants_unless_all(tmp_path):

@@ -1,7 +1,6 @@
 """Tenants created, dropped and used by several threads at once, on real
 FileStorage files."""
 import collections
-import functools
 import os
 import random
 import threading
@@ -9,9 +8,9 @@ import time
 
 import pytest
 import transaction
-from ZODB.FileStorage import FileStorage
 
 import multidb
+from helpers import fs_tenants
 
 NAMES = [f't{i}' for i in range(5)]
 # What the loser of a race may get, per operation.
@@ -23,11 +22,7 @@ ALLOWED = {
 
 
 def _makeOne(tmp_path):
-    c = multidb.Collection()
-    c.declare('catalog', functools.partial(FileStorage,
-                                           str(tmp_path / 'catalog.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
-        str(tmp_path / 'tenants' / '{name}.fs')))
+    c, t = fs_tenants(tmp_path)
     # The catalog's tree exists before the threads race for it.
     t.list()
     return c, t

@@ -2,12 +2,14 @@
 import random
 import threading
 
+import pytest
 import transaction
 from ZODB.POSException import ConflictError
 
 import multidb
 
 
+@pytest.mark.slow
 def test_hammer(fs_factory):
     c = multidb.Collection(max_open=4, open_timeout=30)
     names = [f'd{i}' for i in range(8)]

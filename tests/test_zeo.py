@@ -42,7 +42,7 @@ def _timeout_of(db):
 
 def test_declared_not_connected(zeo_coll):
     assert not zeo_coll.is_open('one')
-    assert zeo_coll.config_sources['one'].kind == 'zeoclient'
+    assert zeo_coll.configuration.sources['one'].kind == 'zeoclient'
 
 
 def test_group_commits_across_zeo_and_filestorage(zeo_coll, zeo_server):
@@ -178,7 +178,7 @@ def test_opening_fails_after_wait_timeout(zeo_coll, zeo_server):
 def test_wait_timeout_of_zeoclient(zeo_server, settings, storage, expected):
     c = _collection(_zeo('one', zeo_server, '1'), settings)
     try:
-        assert c.zeo_wait_timeout == expected
+        assert c.configuration.zeo_wait_timeout == expected
         assert _timeout_of(c['one']) == expected
     finally:
         c.close()
@@ -226,17 +226,28 @@ def test_wait_timeout_without_multidb_section(zeo_server):
         f"<zodb one>\n  <zeoclient>\n    server {host}:{port}\n"
         f"  </zeoclient>\n</zodb>\n")
     try:
-        assert c.zeo_wait_timeout == 5
+        assert c.configuration.zeo_wait_timeout == 5
         assert _timeout_of(c['one']) == 5
     finally:
         c.close()
 
 
-@pytest.mark.parametrize('value', ['0s', 'soon', '-1s', '5 days'])
+@pytest.mark.parametrize('value', ['soon', '-1s', '5 days'])
 def test_bad_wait_timeout(value):
     import ZConfig
     with pytest.raises(ZConfig.DataConversionError,
-                       match='positive duration'):
+                       match=f"bad duration '{value}'"):
+        collectionFromString(
+            f"<multidb>\n  zeo-wait-timeout {value}\n</multidb>\n")
+
+
+@pytest.mark.parametrize('value', ['0s', '0', '0ms'])
+def test_zero_wait_timeout(value):
+    # open-timeout 0 means "do not wait"; a ZEO client waiting 0 s never
+    # connects: refused, with the section's line.
+    import ZConfig
+    with pytest.raises(ZConfig.ConfigurationError,
+                       match='zeo-wait-timeout must be a positive duration'):
         collectionFromString(
             f"<multidb>\n  zeo-wait-timeout {value}\n</multidb>\n")
 

@@ -4,37 +4,60 @@ A backend turns a tenant name into storage settings (recorded in the
 catalog), makes a storage factory from settings, and copies data in and out
 in ZODB's FileStorage format, which snapshots and archives use whatever the
 storage kind.  See ``multidb.interfaces.IBackend``.
+
+The backends form a registry keyed by storage kind, the type of the
+``<tenants>`` template's storage section (``filestorage``,
+``relstorage``): the entry points of the group ``multidb.backends``
+(read with ``importlib.metadata``, as zodburi reads its resolvers), each
+named after its kind and naming a backend class; multidb's own two are
+declared in its ``setup.cfg``, and another package ships a backend by
+declaring one there.  A backend class builds itself from the template,
+``from_template(template)`` (a ``multidb.sections.TenantTemplate``), and
+raises ``ValueError`` naming the key for a template it cannot honour: the
+configuration then fails at the ``<tenants>`` section.
 """
+import importlib.metadata
+import pkgutil
+
+#: The entry-point group of the backends: name = storage kind, value =
+#: the backend class (``package.module:Class``).
+ENTRY_POINT_GROUP = 'multidb.backends'
+# The kinds whose backends come with multidb: used when no entry point
+# names them (multidb run from a source tree that was never installed, or
+# installed without its metadata), so that its own kinds always work.
+_OWN = {'filestorage': 'multidb.backends.filestorage:FileStorageBackend',
+        'relstorage': 'multidb.backends.relstorage:RelStorageBackend'}
 
 
-def backend_from_template(template):
-    """The backend for a configured ``<tenants>`` template
-    (``multidb.sections.TenantTemplate``), or None when its storage kind has
-    no lifecycle backend."""
-    if template.kind == 'filestorage':
-        from multidb.backends.filestorage import FileStorageBackend
-        config = template.storage.config
-        options = {}
-        for key in ('quota', 'pack_gc', 'pack_keep_old'):
-            value = getattr(config, key, None)
-            if value is not None:
-                options[key] = value
-        return FileStorageBackend(config.path, **options)
-    if template.kind == 'relstorage':
-        from multidb.backends.relstorage import RelStorageBackend
-        from relstorage.options import Options
-        config = template.storage.config
-        adapter = config.adapter
-        if type(adapter).__name__ != 'PostgreSQLAdapterFactory':
-            return None
-        # RelStorage's own reading of its section, less what is per
-        # storage (its adapter and name).
-        options = Options.copy_valid_options(config).__dict__
-        options = {k: v for k, v in options.items()
-                   if k not in ('adapter', 'name', 'driver')
-                   and v != getattr(Options, k, object())}
-        return RelStorageBackend(
-            adapter.config.dsn, admin_dsn=template.admin_dsn,
-            template=template.template_database,
-            snapshot_dir=template.snapshot_dir, **options)
-    return None
+def _entry_points():
+    try:
+        return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # pragma: no cover (Python < 3.10)
+        return importlib.metadata.entry_points().get(ENTRY_POINT_GROUP, ())
+
+
+def backend_kinds():
+    """The storage kinds that have a backend, sorted."""
+    return sorted({ep.name for ep in _entry_points()} | set(_OWN))
+
+
+def backend_class(kind):
+    """The backend class of a storage kind, from the entry points of
+    ``multidb.backends``.  Raises ``ValueError`` naming the kind and the
+    group when none is declared, or two different ones."""
+    found = {ep.value: ep for ep in _entry_points() if ep.name == kind}
+    if not found:
+        if kind in _OWN:
+            return pkgutil.resolve_name(_OWN[kind])
+        known = ', '.join(sorted(set(backend_kinds()) | set(_OWN)))
+        raise ValueError(
+            f"no backend for the storage kind {kind!r}: tenants are made by"
+            f" the backends of the entry-point group {ENTRY_POINT_GROUP!r}"
+            f" (installed: {known})")
+    if len(found) > 1:
+        raise ValueError(
+            f"two backends for the storage kind {kind!r} in the"
+            f" entry-point group {ENTRY_POINT_GROUP!r}:"
+            f" {' and '.join(sorted(found))}")
+    ep, = found.values()
+    return ep.load()

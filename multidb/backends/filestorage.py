@@ -5,10 +5,10 @@ See ``multidb.interfaces.IBackend``.
 import errno
 import functools
 import glob
+import importlib
 import json
 import os
 import re
-import shutil
 import string
 
 from ZODB.FileStorage import FileStorage
@@ -18,9 +18,13 @@ from multidb import glue
 from multidb.errors import MissingStorage
 from multidb.errors import NotWritable
 from multidb.errors import StorageInTheWay
+from multidb.files import TMP_SUFFIX
+from multidb.files import move_into_place
+from multidb.files import rmtree_if_present
+from multidb.files import tmp_name
+from multidb.files import unlink_if_present
+from multidb.files import write_file
 from multidb.interfaces import IBackend
-from multidb.tenants.archive import fsync_dir
-from multidb.tenants.archive import tmp_name
 from multidb.tenants.catalog import is_tenant_id
 from multidb.tenants.catalog import new_tenant_id
 
@@ -42,9 +46,14 @@ ID_FILE = '.multidb-id'
 # In the tenants' folder, ``.<file name>.multidb-lock``: a tenant's
 # lifecycle lock across processes, there only while held.
 LOCK_SUFFIX = '.multidb-lock'
-TMP_SUFFIX = '.multidb-tmp'
 # A snapshot's file name, as copies.new_snapshot_id makes it.
 SNAPSHOT_FILE = re.compile(r'\d{8}T\d{12}Z-[0-9a-f]{6}\.fs\Z')
+# The keys of ZODB's <filestorage> section (ZODB/component.xml) that a
+# tenants template passes to every tenant's FileStorage, as
+# ZODB.config.FileStorage does (packer: a dotted name, resolved at open).
+_OPTION_KEYS = ('quota', 'packer', 'pack_gc', 'pack_keep_old')
+# Those it refuses when set: a tenant is one file, made by multidb.
+_REFUSED_KEYS = ('blob_dir', 'create', 'read_only')
 
 
 def check_path_template(path):
@@ -92,6 +101,13 @@ class FileStorageBackend:
     kind = 'filestorage'
 
     def __init__(self, path, **storage_options):
+        """storage_options: FileStorage's keyword arguments for every
+        tenant (``quota``, ``pack_gc``, ``pack_keep_old``, ``packer``: a
+        callable, or its dotted name as ZODB's configuration writes it,
+        ``module.name`` or ``module:expression``, imported at open)."""
+        packer = storage_options.get('packer')
+        if isinstance(packer, str):
+            _check_dotted(packer)
         head, tail = check_path_template(path)
         # Absolute now: the settings recorded must not depend on the
         # working folder of whoever reads the catalog later.
@@ -121,6 +137,41 @@ class FileStorageBackend:
 
     def __repr__(self):
         return f"<FileStorageBackend {self.path!r}>"
+
+    @classmethod
+    def from_template(cls, template):
+        """The backend of a ``<tenants>`` template whose storage is a
+        ``<filestorage>`` (a ``multidb.sections.TenantTemplate``): its
+        path is the path template, and every other key set goes to each
+        tenant's FileStorage.  ``ValueError`` naming the key for a key
+        that cannot be honoured (blob-dir, create, read-only; a key this
+        version does not know)."""
+        config = template.storage.config
+        options = {}
+        for attr in config.getSectionAttributes():
+            value = getattr(config, attr)
+            key = attr.replace('_', '-')
+            if attr == 'path' or value is None:
+                continue
+            if attr in _REFUSED_KEYS:
+                if value:
+                    raise ValueError(
+                        f"the tenants template's filestorage cannot set"
+                        f" {key}: tenants are created, written,"
+                        f" snapshotted and archived as single files")
+            elif attr in _OPTION_KEYS:
+                options[attr] = value
+            else:
+                raise ValueError(
+                    f"the tenants template's filestorage key {key} is not"
+                    f" supported by {cls.__name__} (it passes"
+                    f" {', '.join(k.replace('_', '-') for k in _OPTION_KEYS)}"
+                    f" to each tenant's FileStorage)")
+        try:
+            return cls(config.path, **options)
+        except ValueError as e:
+            raise ValueError(f"the tenants template's filestorage: {e}") \
+                from None
 
     def name_lock(self, name):
         """A lock file per name in the tenants' folder, locked (flock)
@@ -223,9 +274,9 @@ class FileStorageBackend:
                 raise StorageInTheWay(_name_of(self, path), path,
                                       "carries no tenant id")
         for p in [path] + [path + ext for ext in _COMPANIONS]:
-            _unlink(p)
-        _rmtree(path + SNAPSHOTS)
-        _unlink(path + ID_FILE)
+            unlink_if_present(p)
+        rmtree_if_present(path + SNAPSHOTS)
+        unlink_if_present(path + ID_FILE)
 
     def companions(self, settings):
         """The files of the tenant's place beside its data file (index,
@@ -304,7 +355,7 @@ class FileStorageBackend:
         if path.endswith(LOCK_SUFFIX):
             _remove_lock_file(path)
         else:
-            _unlink(path)
+            unlink_if_present(path)
 
     def stray_in_use(self, path):
         """Is the stray file path held (a lock file locked by a process)?"""
@@ -326,9 +377,8 @@ class FileStorageBackend:
         self.prepare(settings)
         # The old index describes the old file: drop it first (a missing
         # index is rebuilt on open; a wrong one would be believed).
-        _unlink(path + '.index')
-        os.replace(fs_path, path)
-        fsync_dir(path)
+        unlink_if_present(path + '.index')
+        move_into_place(fs_path, path)
 
     def snapshot_path(self, settings, snapshot_id):
         return os.path.join(settings['path'] + SNAPSHOTS, snapshot_id + '.fs')
@@ -344,7 +394,7 @@ class FileStorageBackend:
         return [n[:-3] for n in sorted(names) if SNAPSHOT_FILE.match(n)]
 
     def remove_snapshot(self, settings, snapshot_id):
-        _unlink(self.snapshot_path(settings, snapshot_id))
+        unlink_if_present(self.snapshot_path(settings, snapshot_id))
 
     def tmp_path(self, settings):
         """A temporary file beside the tenant's file."""
@@ -390,14 +440,8 @@ def _read_id(path):
 
 def _write_id(path, tid):
     # Atomically: a crash leaves the id or nothing, never half of one.
-    tmp = tmp_name(path)
-    with open(tmp, 'w') as f:
-        json.dump({'multidb': 'tenant', 'id': tid}, f)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path)
+    write_file(path, json.dumps({'multidb': 'tenant', 'id': tid})
+               .encode('ascii') + b'\n')
 
 
 def _open_fs(path, options, name, create):
@@ -405,7 +449,31 @@ def _open_fs(path, options, name, create):
         # FileStorage would make an empty file: a recorded tenant whose
         # data is gone would look like a new, empty one.
         raise MissingStorage(name or path, path)
+    if isinstance(options.get('packer'), str):
+        options = dict(options, packer=_resolve_packer(options['packer']))
     return FileStorage(path, **options)
+
+
+_DOTTED = re.compile(r'[A-Za-z_][\w.]*\Z')
+
+
+def _check_dotted(packer):
+    module = packer.split(':', 1)[0] if ':' in packer \
+        else packer.rpartition('.')[0]
+    if not module or not _DOTTED.match(module) or \
+            (':' not in packer and not _DOTTED.match(packer)):
+        raise ValueError(f"packer {packer!r} is not a dotted name"
+                         f" (module.name or module:expression)")
+
+
+def _resolve_packer(packer):
+    # As ZODB.config.FileStorage.open resolves its packer key.
+    if ':' in packer:
+        module, expr = packer.split(':', 1)
+        module = importlib.import_module(module)
+        return eval(expr, module.__dict__)
+    module, name = packer.rsplit('.', 1)
+    return getattr(importlib.import_module(module), name)
 
 
 class _NameLock:
@@ -490,20 +558,6 @@ def _remove_lock_file(path):
     if fd is None:
         return
     try:
-        _unlink(path)
+        unlink_if_present(path)
     finally:
         os.close(fd)
-
-
-def _rmtree(path):
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import threading
 import uuid
 
@@ -38,9 +37,11 @@ from multidb.errors import MissingStorage
 from multidb.errors import NotConfigured
 from multidb.errors import NotWritable
 from multidb.errors import StorageInTheWay
+from multidb.files import rmtree_if_present
+from multidb.files import tmp_name
+from multidb.files import unlink_if_present
 from multidb.interfaces import IBackend
 from multidb.retry import lost_connection
-from multidb.tenants.archive import tmp_name
 from multidb.tenants.catalog import SECRET_DSN_KEYS
 from multidb.tenants.catalog import is_tenant_id
 from multidb.tenants.catalog import new_tenant_id
@@ -134,6 +135,44 @@ class RelStorageBackend:
     def __repr__(self):
         return (f"<RelStorageBackend {self._prefix}{PLACEHOLDER}"
                 f"{self._suffix}>")
+
+    @classmethod
+    def from_template(cls, template):
+        """The backend of a ``<tenants>`` template whose storage is a
+        ``<relstorage>`` (a ``multidb.sections.TenantTemplate``): the
+        dsn of its ``<postgresql>`` adapter is the dsn template, and
+        RelStorage's options (its own reading of the section, the
+        adapter's driver included) go to each tenant's storage, with the
+        template's admin-dsn, template-database and snapshot-dir.
+        ``ValueError`` naming what cannot be honoured: another adapter
+        than PostgreSQL, a storage ``name`` (each tenant's storage is
+        named after its database)."""
+        from relstorage.options import Options
+        config = template.storage.config
+        adapter = config.adapter
+        kind = adapter.config.getSectionType()
+        if kind != 'postgresql':
+            raise ValueError(
+                f"the tenants template's relstorage has a <{kind}> adapter:"
+                f" tenants on RelStorage need <postgresql>")
+        if config.name is not None:
+            raise ValueError(
+                "the tenants template's relstorage cannot set name: each"
+                " tenant's storage is named after its database")
+        # RelStorage's own reading of its section (RelStorageFactory.open
+        # hoists the adapter's driver too), less what is per storage.
+        options = Options.copy_valid_options(config).__dict__
+        options['driver'] = adapter.config.driver
+        options = {k: v for k, v in options.items()
+                   if k not in ('adapter', 'name')
+                   and v != getattr(Options, k, object())}
+        try:
+            return cls(adapter.config.dsn, admin_dsn=template.admin_dsn,
+                       template=template.template_database,
+                       snapshot_dir=template.snapshot_dir, **options)
+        except ValueError as e:
+            raise ValueError(f"the tenants template's relstorage: {e}") \
+                from None
 
     def template_for(self, keep_history):
         """The template database of tenants of that kind: the configured
@@ -559,10 +598,7 @@ class RelStorageBackend:
                               dbname))
         d = self._snapshot_folder(settings, create=False)
         if d:
-            try:
-                shutil.rmtree(d)
-            except FileNotFoundError:
-                pass
+            rmtree_if_present(d)
 
     def _name_of(self, dbname):
         m = self._name_re.match(dbname)
@@ -658,10 +694,7 @@ class RelStorageBackend:
                 self._admin(self._sql(
                     'DROP DATABASE IF EXISTS {} WITH (FORCE)', dbname))
         else:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            unlink_if_present(path)
 
     # -- data in and out, in FileStorage format ------------------------------
 
@@ -688,10 +721,7 @@ class RelStorageBackend:
             return f, os.fstat(f.fileno()).st_size
         finally:
             for p in (tmp, tmp + '.index', tmp + '.lock', tmp + '.tmp'):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+                unlink_if_present(p)
 
     def load(self, settings, fs_path, progress=None):
         """Fill a new database from the FileStorage file and swap it in;
@@ -744,10 +774,7 @@ class RelStorageBackend:
         if exists:
             # A failure here leaves a temporary database for repair.
             self._drop_quietly(old)
-        try:
-            os.unlink(fs_path)
-        except FileNotFoundError:
-            pass
+        unlink_if_present(fs_path)
 
     def _snapshot_folder(self, settings, create=True):
         if not self.snapshot_dir:
@@ -776,10 +803,7 @@ class RelStorageBackend:
                 if SNAPSHOT_FILE.match(n)]
 
     def remove_snapshot(self, settings, snapshot_id):
-        try:
-            os.unlink(self.snapshot_path(settings, snapshot_id))
-        except FileNotFoundError:
-            pass
+        unlink_if_present(self.snapshot_path(settings, snapshot_id))
 
     def tmp_path(self, settings):
         return tmp_name(os.path.join(self._snapshot_folder(settings),

@@ -5,10 +5,14 @@ A bad value is a usage error (exit 2) before the configuration is
 loaded: it touches nothing.
 """
 import argparse
-import datetime
-import re
 
+from multidb.errors import InvalidInput
 from multidb.errors import InvalidName
+from multidb.inputs import parse_duration
+from multidb.inputs import parse_expiry
+from multidb.inputs import parse_label
+from multidb.inputs import parse_time
+from multidb.names import check_tenant_name
 
 
 def _define(text: str) -> tuple:
@@ -51,95 +55,43 @@ def global_options(suffix: str, default) -> argparse.ArgumentParser:
     return parser
 
 
-# -- health: argument types ---------------------------------------------------
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not value > 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds, not {text!r}")
-    return value
-
-
-# -- tenants: argument types --------------------------------------------------
+# -- argument types -----------------------------------------------------------
 # Option values are checked while parsing, before the configuration is
-# loaded: a bad value is a usage error (exit 2) and touches nothing.
+# loaded: a bad value is a usage error (exit 2) and touches nothing.  The
+# rules are the library's (multidb.inputs, multidb.names): the command
+# accepts and refuses what Python callers may give.
 
-_DURATION = re.compile(r'(\d+)([smhd])\Z')
-_UNITS = {'s': 'seconds', 'm': 'minutes', 'h': 'hours', 'd': 'days'}
-_LABEL_KEY = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}\Z')
-
-
-def _tenant_name(text: str) -> str:
-    from multidb.names import check_tenant_name
-    try:
-        return check_tenant_name(text)
-    except InvalidName as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _timestamp(text: str) -> datetime.datetime:
-    """An ISO date or date and time; UTC unless it says otherwise."""
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO date or date and time (2030-01-31,"
-            f" 2030-01-31T12:00Z), not {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when
-
-
-def _expires(text: str):
-    """``--expires``: a duration from now (``30d``, ``12h``, ``90m``,
-    ``3600s``) or an ISO date or date and time."""
-    m = _DURATION.match(text.strip())
-    if m:
-        amount = int(m.group(1))
-        if not amount:
-            raise argparse.ArgumentTypeError(
-                f"a duration must be positive, not {text!r}")
+def _checked(parse):
+    """An argument type: parse(text), its InvalidInput or InvalidName a
+    usage error."""
+    def argument_type(text: str):
         try:
-            return datetime.timedelta(**{_UNITS[m.group(2)]: amount})
-        except OverflowError:
-            raise argparse.ArgumentTypeError(
-                f"duration {text!r} is too long") from None
-    if text[:1].isdigit() and not re.match(r'\d{4}-', text):
-        raise argparse.ArgumentTypeError(
-            f"bad duration {text!r}: write a number and one of s, m, h, d"
-            f" (30d, 12h, 90m, 3600s)")
-    try:
-        return _timestamp(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration (30d, 12h, 90m, 3600s) or an ISO date"
-            f" or date and time (2030-01-31, 2030-01-31T12:00Z),"
-            f" not {text!r}") from None
+            return parse(text)
+        except (InvalidInput, InvalidName) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    argument_type.__name__ = parse.__name__
+    return argument_type
 
 
-def _label(text: str) -> tuple:
-    """``--label``: ``key=value`` or a bare ``key`` (an empty value)."""
-    key, _, value = text.partition('=')
-    if not _LABEL_KEY.match(key):
-        raise argparse.ArgumentTypeError(
-            f"bad label {text!r}: the key is 1 to 63 ASCII letters, digits"
-            f" or '_.:/-', starting with a letter or digit")
-    if any(not c.isprintable() for c in value):
-        raise argparse.ArgumentTypeError(
-            f"bad label {text!r}: the value has a control character")
-    return key, value
+#: ``--timeout``: a positive duration, seconds by default (``6``, ``3s``,
+#: ``500ms``).
+_seconds = _checked(parse_duration)
+_tenant_name = _checked(check_tenant_name)
+#: An ISO 8601 date or date and time; UTC unless it says otherwise.
+_timestamp = _checked(parse_time)
+#: ``--expires``: a duration from now (``30d``, ``12h``, ``90m``,
+#: ``3600s``) or an ISO 8601 date or date and time.
+_expires = _checked(parse_expiry)
+#: ``--label``: ``key=value`` or a bare ``key`` (an empty value).
+_label = _checked(parse_label)
 
 
 _NAME = dict(type=_tenant_name, metavar='NAME')
 _EXPIRES = (('--expires',), dict(
     type=_expires, metavar='WHEN',
     help="when the tenant expires: a duration from now (30d, 12h, 90m,"
-         " 3600s) or an ISO date or date and time (UTC unless it says"
-         " otherwise)"))
+         " 3600s) or an ISO 8601 date or date and time (2030-01-31,"
+         " 2030-01-31T12:00Z; UTC unless it says otherwise)"))
 _LABEL = (('--label',), dict(
     type=_label, action='append', metavar='KEY[=VALUE]',
     help="a label of the tenant; repeatable"))

@@ -8,6 +8,7 @@ import os
 from multidb.cli.arguments import _seconds
 from multidb.cli.framework import FAILED
 from multidb.cli.framework import OK
+from multidb.cli.framework import UsageError
 from multidb.cli.framework import command
 from multidb.cli.framework import load_collection
 from multidb.cli.output import _print_json
@@ -23,8 +24,13 @@ from multidb.cli.output import _time
 def check_config(args: argparse.Namespace) -> int:
     collection = load_collection(args)
     try:
-        sources = collection.config_sources
-        template = collection.tenant_template
+        configuration = collection.configuration
+        if configuration is None:
+            raise UsageError(
+                f"{collection!r} was not loaded from configuration files"
+                f" (its configuration is None): nothing to check")
+        sources = configuration.sources
+        template = configuration.tenant_template
         databases = [{'name': name, 'kind': s.kind, 'file': s.file,
                       'line': s.line} for name, s in sources.items()]
         tenants = None
@@ -34,16 +40,16 @@ def check_config(args: argparse.Namespace) -> int:
                            line=where.line)
         if args.json:
             _print_json({
-                'files': collection.config_files,
+                'files': configuration.files,
                 'max_open': collection.max_open,
                 'open_timeout': collection.open_timeout,
-                'zeo_wait_timeout': collection.zeo_wait_timeout,
+                'zeo_wait_timeout': configuration.zeo_wait_timeout,
                 'databases': databases,
                 'tenants': tenants,
             })
             return OK
         print(f"{len(databases)} database(s) from"
-              f" {len(collection.config_files)} file(s);"
+              f" {len(configuration.files)} file(s);"
               f" max-open {collection.max_open},"
               f" open-timeout {collection.open_timeout:g}s")
         if databases:
@@ -61,8 +67,11 @@ def check_config(args: argparse.Namespace) -> int:
             print(f"  catalog: {tenants['catalog']}")
             print(f"  init: {tenants['init'] or '-'}")
             action = tenants['expire_action']
-            if action == 'archive':
+            if action == 'archive' and tenants['archive_dir']:
                 action += f" to {tenants['archive_dir']}"
+            elif action == 'archive':
+                action += (" (no archive-dir: expire refuses until one is"
+                           " set)")
             print(f"  expire-action: {action}")
         return OK
     finally:
@@ -84,8 +93,8 @@ def check_config(args: argparse.Namespace) -> int:
                  help="check every catalogued tenant too")),
              (('--timeout',), dict(
                  type=_seconds, default=None, metavar='SECONDS',
-                 help="how long a database may take to answer"
-                      " (default: 6)")),
+                 help="how long a database may take to answer, in"
+                      " seconds or with a unit (3s, 500ms; default: 6)")),
          ])
 def health(args: argparse.Namespace) -> int:
     collection = load_collection(args)
@@ -119,9 +128,10 @@ def health(args: argparse.Namespace) -> int:
               " cross-database reference; run it again to see the data"
               " persist",
          arguments=[(('--dir',), dict(
-             default='./multidb-data', metavar='DIR',
+             default='./multidb-demo', metavar='DIR',
              help="where main.fs and customers.fs live"
-                  " (default: ./multidb-data)"))])
+                  " (default: ./multidb-demo, apart from the example"
+                  " configuration's ./multidb-data)"))])
 def demo(args: argparse.Namespace) -> int:
     from persistent.mapping import PersistentMapping
     from ZODB.FileStorage import FileStorage

@@ -8,12 +8,9 @@ go through :func:`_tenants`, which closes the collection on every path).
 """
 import argparse
 import contextlib
-import os
 from typing import Callable
 from typing import NamedTuple
 from typing import Sequence
-
-import ZConfig
 
 #: Exit codes (130: interrupted, as a shell reports Ctrl-C; 3: done, but
 #: something is left for ``repair``).
@@ -53,30 +50,8 @@ def load_collection(args: argparse.Namespace, *, make_folders=False):
     from multidb.config import collectionFromFiles
     if not args.config:
         raise UsageError("no configuration: give -C FILE or -C FOLDER")
-    made = set()
-    while True:
-        try:
-            return collectionFromFiles(args.config, defines=args.defines)
-        except ZConfig.DataConversionError as e:
-            # ZODB's storage paths are ``existing-dirpath``: ZConfig
-            # reports one missing folder per load, with the path as the
-            # value.  Anything else is a real configuration error.
-            folder = _missing_folder(e) if make_folders else None
-            if folder is None or folder in made:
-                raise
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-
-
-def _missing_folder(error):
-    value = error.value
-    if not isinstance(value, str) or 'does not exist' not in str(
-            error.exception):
-        return None
-    folder = os.path.dirname(os.path.expanduser(value))
-    if not folder or os.path.isdir(folder):
-        return None
-    return folder
+    return collectionFromFiles(args.config, defines=args.defines,
+                               make_folders=make_folders)
 
 
 @contextlib.contextmanager

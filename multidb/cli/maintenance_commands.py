@@ -19,8 +19,9 @@ from multidb.cli.output import _time
                         " their expiry",
          arguments=[(('--now',), dict(
              type=_timestamp, metavar='WHEN',
-             help="the time to compare expiries with, an ISO date or date"
-                  " and time (default: now)"))])
+             help="the time to compare expiries with, an ISO 8601 date or"
+                  " date and time (2030-01-31, 2030-01-31T12:00Z; UTC unless"
+                  " it says otherwise; default: now)"))])
 def expire(args: argparse.Namespace) -> int:
     with _tenants(args) as tenants:
         when = args.now or datetime.datetime.now(datetime.timezone.utc)

@@ -80,9 +80,9 @@ def _time(t) -> str:
 
 
 def _bytes(n) -> str:
+    """A size as the progress bar shows it (tqdm's own formatter, powers
+    of 1024: ``1.50kB``, ``10.0MB``); '-' when unknown."""
     if n is None:
         return '-'
-    for unit in ('B', 'KiB', 'MiB', 'GiB'):
-        if n < 1024 or unit == 'GiB':
-            return f"{n} {unit}" if unit == 'B' else f"{n:.1f} {unit}"
-        n /= 1024
+    from tqdm import tqdm
+    return tqdm.format_sizeof(n, 'B', 1024)

@@ -26,6 +26,8 @@ from multidb.retry import retryable
 from multidb.tenants.catalog import bump as _bump
 from multidb.tenants.catalog import changes as _changes
 from multidb.tenants.catalog import serial as _serial
+from multidb.errors import UnreadableRecord
+from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import tree as _tree
 from multidb.tenants.crashpoints import _crash_test_join
 
@@ -110,6 +112,9 @@ class CatalogAccess:
     ``Tenants.__init__`` sets (``collection``, ``catalog``, ``backend``,
     the locks, ``_busy`` and ``_declared``) and its ``_policy()``.
     """
+
+    # The origin of every tenant's declaration (made once: see _declare).
+    _origin = None
 
     # -- the catalog -----------------------------------------------------
 
@@ -335,11 +340,22 @@ class CatalogAccess:
                 self._polled_at = time.monotonic()
 
     def _declare(self, rec, private=False, create=False):
+        if not isinstance(rec, TenantRecord):
+            # A record this version cannot read: ZODB makes a Broken
+            # object of a class (or function) it cannot import, say one a
+            # newer multidb wrote.
+            raise UnreadableRecord(
+                self.catalog,
+                f"{type(rec).__module__}.{type(rec).__name__}")
         if rec.name in self.collection:
             return
+        origin = self._origin
+        if origin is None:
+            # One string for every tenant (100,000 of them).
+            origin = self._origin = f'catalog {self.catalog!r}'
         opener = _Opener(self.backend_for(rec), rec, create)
         self.collection.declare(
-            rec.name, opener, origin=f'catalog {self.catalog!r}',
+            rec.name, opener, origin=origin,
             private=private, dynamic=True, **self.db_kwargs)
         self._declared[rec.name] = opener
 

@@ -20,6 +20,11 @@ from multidb.errors import NoSuchSnapshot
 from multidb.errors import NoSuchTenant
 from multidb.errors import ServerUnavailable
 from multidb.errors import TenantExists
+from multidb.files import copy_file
+from multidb.files import copy_to_new
+from multidb.files import move_into_place
+from multidb.files import tmp_name
+from multidb.files import unlink_if_present
 from multidb.names import check_tenant_name
 from multidb.retry import lost_connection
 from multidb.tenants import archive as _archive
@@ -93,11 +98,8 @@ class Copies:
             # A group connection pins the database open while we copy.
             db = g.get_connection(rec.name).db()
             src, length = backend.open_data(db, rec.settings)
-            with src, _archive.create_tmp(dest) as out:
-                _archive.copy_range(src, out, length, None, progress)
-                out.flush()
-                os.fsync(out.fileno())
-            return length
+            with src:
+                return copy_to_new(src, length, dest, progress)
         finally:
             g.close()
 
@@ -115,15 +117,17 @@ class Copies:
         sid = new_snapshot_id(when)
         path = backend.snapshot_path(rec.settings, sid)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = _archive.tmp_name(path)
+        tmp = tmp_name(path)
         try:
             if raw is None:
                 size = self._dump(rec, tmp, progress)
             else:
-                size = _copy_file(raw, tmp, progress)
-            os.rename(tmp, path)
+                size = copy_file(raw, tmp, progress)
+            # The folder too is flushed: the catalog lists the snapshot
+            # next, and must never list a file a crash can take back.
+            move_into_place(tmp, path)
         except BaseException:
-            _unlink(tmp)
+            unlink_if_present(tmp)
             raise
         _crashpoint('snapshot.written')
         snap = Snapshot(id=sid, created=when, size=size, label=label)
@@ -147,7 +151,7 @@ class Copies:
                             " commit reported an error", sid, rec.name)
                 return snap
             if listed is False:
-                _unlink(path)
+                unlink_if_present(path)
             raise
         return snap
 
@@ -206,7 +210,7 @@ class Copies:
             tmp = backend.tmp_path(rec.settings)
             self._undeclare(name)
             try:
-                _copy_file(src, tmp, progress)
+                copy_file(src, tmp, progress)
                 _crashpoint('revert.copied')
                 backend.load(rec.settings, tmp)
                 _crashpoint('revert.loaded')
@@ -217,7 +221,7 @@ class Copies:
                     # refresh closes it (see refresh).
                     _bump(g.root(self.catalog), name)
             finally:
-                _unlink(tmp)
+                unlink_if_present(tmp)
                 self._declare(self.get(name))
         return before.id
 
@@ -319,7 +323,7 @@ class Copies:
                     settings = existing.settings
                 backend.load(settings, tmp)
             finally:
-                _unlink(tmp)
+                unlink_if_present(tmp)
             _crashpoint('restore.loaded')
             try:
                 with self._catalog(write=True) as (tree, g):
@@ -349,21 +353,3 @@ class Copies:
                     self._declare(self.get(name))
             self._declare(rec)
         return rec
-
-
-def _copy_file(src, dest, progress=None):
-    """Copy the file src to the new file dest (a temporary name, locked
-    while written) and flush it to disk; return its size."""
-    with open(src, 'rb') as f, _archive.create_tmp(dest) as out:
-        size = os.fstat(f.fileno()).st_size
-        _archive.copy_range(f, out, size, None, progress)
-        out.flush()
-        os.fsync(out.fileno())
-    return size
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -21,7 +21,6 @@ Crash safety rests on three rules:
 - Operations on one name are serialized in the process, and the collection
   does not re-declare a name while an operation holds it.
 """
-import importlib
 import logging
 import threading
 
@@ -32,6 +31,9 @@ from multidb.errors import DropIncomplete
 from multidb.errors import ServerUnavailable
 from multidb.errors import StorageInTheWay
 from multidb.errors import TenantExists
+from multidb.files import unlink_if_present
+from multidb.inputs import check_labels
+from multidb.inputs import resolve_dotted
 from multidb.interfaces import INameResolver
 from multidb.interfaces import ITenants
 from multidb.names import check_tenant_name
@@ -47,7 +49,6 @@ from multidb.tenants.catalogio import _committed_anyway
 from multidb.tenants.catalogio import _same_tenant
 from multidb.tenants.catalogio import _transient
 from multidb.tenants.copies import Copies
-from multidb.tenants.copies import _unlink
 from multidb.tenants.copies import new_snapshot_id  # noqa: F401 (public)
 from multidb.tenants.crashpoints import _crash_test_join
 from multidb.tenants.crashpoints import _crashpoint
@@ -60,36 +61,6 @@ log = logging.getLogger(__name__)
 EXPIRE_ACTIONS = ('drop', 'archive')
 
 
-def resolve_dotted(name):
-    """The object a dotted name ``package.module.attr`` (or
-    ``package.module:attr``) names; raises ValueError saying what failed."""
-    if callable(name):
-        return name
-    modname, sep, attr = name.replace(':', '.').rpartition('.')
-    if not sep or not modname:
-        raise ValueError(f"{name!r} is not a dotted name (module.attribute)")
-    try:
-        return getattr(importlib.import_module(modname), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import {name!r}: {e}") from None
-
-
-def _labels(labels):
-    if labels is None:
-        return {}
-    if isinstance(labels, dict):
-        items = labels.items()
-    else:
-        items = [(lab, '') for lab in labels]
-    out = {}
-    for k, v in items:
-        if not isinstance(k, str) or not k or not isinstance(v, str):
-            raise ValueError(f"labels are non-empty strings with string"
-                             f" values, not {k!r}: {v!r}")
-        out[k] = v
-    return out
-
-
 @implementer(ITenants, INameResolver)
 class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
     """See ``multidb.interfaces.ITenants``.
@@ -97,8 +68,11 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
     collection: the collection; catalog: the name of its catalog database;
     backend: an ``IBackend`` (where new tenants go); db_kwargs: ``ZODB.DB``
     arguments for tenant databases; init: a callable ``init(root)`` or a
-    dotted name, run on create; expire_action: 'drop' or 'archive', with
-    archive_dir for the latter; in_use_timeout: how long drop, revert and
+    dotted name, run on create; expire_action: 'archive' (the default:
+    expire writes each expired tenant to an archive file in archive_dir,
+    then drops it) or 'drop'; archive_dir: needed only when expire has a
+    tenant to archive (``NotConfigured`` then, before anything is
+    dropped); in_use_timeout: how long drop, revert and
     restore wait for groups using the tenant to close; archive_checksum:
     'crc32' or 'sha256'; archive_key: the secret that signs archives and
     checks the signature of those restored (bytes or str, at least 16
@@ -111,15 +85,13 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
     """
 
     def __init__(self, collection, *, catalog, backend, db_kwargs=None,
-                 init=None, expire_action='drop', archive_dir=None,
+                 init=None, expire_action='archive', archive_dir=None,
                  in_use_timeout=0, archive_checksum='crc32',
                  archive_key=None, archive_allow=(),
                  catalog_poll_interval=1.0):
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
-        if expire_action == 'archive' and not archive_dir:
-            raise ValueError("expire_action 'archive' needs an archive_dir")
         self.collection = collection
         self.catalog = catalog
         self.backend = backend
@@ -232,7 +204,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
         check_tenant_name(name, self._reserved())
         when = _now()
         expires = _expiry(expires, when)
-        labels = _labels(labels)
+        labels = check_labels(labels)
         init = init if init is not None else self.init
         if init is not None:
             init = resolve_dotted(init)
@@ -301,7 +273,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
         check_tenant_name(name, self._reserved())
         when = _now()
         expires = _expiry(expires, when)
-        labels = _labels(labels) if labels is not None else None
+        labels = check_labels(labels) if labels is not None else None
         settings = self.backend.settings_for(name)   # see create
         return self._attempts(
             'clone', name,
@@ -334,7 +306,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
                 self._check_lock(name, settings)
                 self._commit_record(rec, new=True)
             except BaseException:
-                _unlink(tmp)
+                unlink_if_present(tmp)
                 self._discard(name, settings)
                 raise
             self._declare(rec)

@@ -1,12 +1,11 @@
 """The maintenance of tenants: expire, repair and relocate.
 
 :class:`Maintenance`, a part of ``multidb.tenants.lifecycle.Tenants``:
-expiry (the tenants past it are dropped or archived), repair (storage
+expiry (the tenants past it are archived and dropped, or dropped), repair (storage
 that provably belongs to no record is deleted) and relocation (records
 are pointed at their storage as the configuration spells its place now).
 """
 import contextlib
-import datetime
 import functools
 import logging
 import os
@@ -14,7 +13,9 @@ import os
 from multidb.errors import DatabaseInUse
 from multidb.errors import DropIncomplete
 from multidb.errors import NoSuchTenant
-from multidb.tenants import archive as _archive
+from multidb.errors import NotConfigured
+from multidb.files import stale_temp_files
+from multidb.inputs import expiry as _expiry
 from multidb.tenants.catalog import bump as _bump
 from multidb.tenants.catalog import new_tenant_id
 from multidb.tenants.catalog import now as _now
@@ -26,19 +27,6 @@ log = logging.getLogger('multidb.tenants.lifecycle')
 
 # The lock files of FileStorageBackend.name_lock.
 _LOCK_SUFFIX = '.multidb-lock'
-
-
-def _expiry(expires, now):
-    if expires is None or isinstance(expires, datetime.datetime):
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=datetime.timezone.utc)
-        return expires
-    if isinstance(expires, datetime.timedelta):
-        return now + expires
-    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-        return now + datetime.timedelta(seconds=expires)
-    raise TypeError(f"expires must be a datetime, a timedelta or seconds,"
-                    f" not {expires!r}")
 
 
 class Maintenance:
@@ -54,10 +42,20 @@ class Maintenance:
     def expire(self, now=None, *, progress=None):
         """See ``ITenants.expire``."""
         when = _expiry(now, _now()) if now is not None else _now()
+        due = [rec for rec in self.list() if rec.expired(when)]
+        if due and self.expire_action == 'archive' and not self.archive_dir:
+            # Asked only now: a configuration without archive-dir is
+            # valid until expire has a tenant to archive.
+            names = ', '.join(repr(rec.name) for rec in due[:5])
+            more = ', ...' if len(due) > 5 else ''
+            raise NotConfigured(
+                f"expire-action 'archive' needs an archive folder and none"
+                f" is configured (archive-dir in the <tenants> section,"
+                f" archive_dir= of Tenants): {len(due)} expired tenant(s)"
+                f" ({names}{more}) left as they are, nothing dropped; set"
+                f" one, or expire-action drop")
         done = []
-        for rec in self.list():
-            if not rec.expired(when):
-                continue
+        for rec in due:
             entry = {'name': rec.name, 'action': self.expire_action,
                      'archive': None, 'error': None}
             try:
@@ -101,7 +99,7 @@ class Maintenance:
         committing its record) is waited for, and what it made is then
         recorded and kept.  Temporary files no name's lock covers are
         deleted only when no process holds them (see
-        ``archive.stale_temp_files``)."""
+        ``files.stale_temp_files``)."""
         plan = self._repair_plan()
         findings = []
         for finding, act in plan:
@@ -215,7 +213,7 @@ class Maintenance:
             if name is None and not path.startswith('postgresql:'):
                 folder = os.path.dirname(path)
                 if folder not in stale:
-                    stale[folder] = set(_archive.stale_temp_files(folder))
+                    stale[folder] = set(stale_temp_files(folder))
                 if path not in stale[folder]:
                     continue   # a live process's (or not multidb's)
             elif backend.stray_in_use(path):
@@ -224,7 +222,7 @@ class Maintenance:
                          functools.partial(self._repair_stray, name, path)))
         if self.archive_dir:
             # expire writes archives there through temporary files.
-            for path in _archive.stale_temp_files(self.archive_dir):
+            for path in stale_temp_files(self.archive_dir):
                 plan.append((finding('temporary file', None, path),
                              functools.partial(self._repair_stray, None,
                                                path)))
@@ -271,7 +269,7 @@ class Maintenance:
         elif name is None and not path.startswith('postgresql:'):
             # Checked again: deleted only if no process holds it.
             folder = os.path.dirname(path)
-            if path not in _archive.stale_temp_files(folder):
+            if path not in stale_temp_files(folder):
                 return 'kept (in use)'
         is_file = not path.startswith('postgresql:')
         with lock:
