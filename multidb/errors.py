@@ -7,6 +7,7 @@ for an unknown one) keeps catching what it caught before.  Each error keeps
 the offending input as an attribute.
 """
 import errno
+import os
 
 from transaction.interfaces import TransientError
 
@@ -35,16 +36,61 @@ __all__ = [
 
 
 class MultiDBError(Exception):
-    """The base of every error raised by multidb."""
+    """The base of every error raised by multidb.
+
+    Most subclasses only declare what they keep and say: ``fields``, the
+    attributes their arguments are kept as (in the order of the
+    arguments; a class attribute of the same name is the default), and
+    ``message``, a ``str.format`` template over them.  A subclass whose
+    message needs more writes its own ``__init__``."""
+
+    fields = ()
+    message = None
+    # For the KeyError ones: the field that is the key (``args[0]``, as
+    # for any KeyError), str() being the message (KeyError's own str()
+    # shows only the key's repr).
+    key = None
+    # For the OSError ones: their errno (``args`` are errno and the
+    # message, as for any OSError; str() is the message).
+    code = None
+
+    def __init__(self, *args, **kw):
+        if self.message is None:
+            super().__init__(*args)
+            return
+        if len(args) > len(self.fields):
+            raise TypeError(f"{type(self).__name__} takes the arguments"
+                            f" {self.fields}, not {args!r}")
+        values = dict(zip(self.fields, args), **kw)
+        for name in self.fields:
+            setattr(self, name, values[name] if name in values
+                    else getattr(type(self), name))
+        text = self.message.format_map(
+            {name: _shown(getattr(self, name)) for name in self.fields})
+        self._text = text
+        if self.key is not None:
+            super().__init__(getattr(self, self.key))
+        elif self.code is not None:
+            super().__init__(self.code, text)
+        else:
+            super().__init__(text)
+
+    def __str__(self):
+        if self.message is not None:
+            return self._text
+        return super().__str__()
+
+
+def _shown(value):
+    # A path shows as its text, whatever its type (str or pathlib).
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class InvalidName(MultiDBError, ValueError):
     """Raised when a database name is not acceptable; nothing was touched."""
 
-    def __init__(self, name, reason):
-        self.name = name
-        self.reason = reason
-        super().__init__(f"invalid database name {name!r}: {reason}")
+    fields = ('name', 'reason')
+    message = "invalid database name {name!r}: {reason}"
 
 
 class InvalidInput(MultiDBError, ValueError):
@@ -53,11 +99,8 @@ class InvalidInput(MultiDBError, ValueError):
     ``multidb.inputs``); nothing was touched.  ``kind`` says what the
     value was meant to be, ``reason`` what is wrong with it."""
 
-    def __init__(self, kind, value, reason):
-        self.kind = kind
-        self.value = value
-        self.reason = reason
-        super().__init__(f"bad {kind} {value!r}: {reason}")
+    fields = ('kind', 'value', 'reason')
+    message = "bad {kind} {value!r}: {reason}"
 
 
 class DuplicateName(MultiDBError, ValueError):
@@ -78,14 +121,10 @@ class DuplicateName(MultiDBError, ValueError):
 class UnknownDatabase(MultiDBError, KeyError):
     """Raised when a name is not in the collection (a ``KeyError``)."""
 
-    def __init__(self, name, reason='is not in the collection'):
-        self.name = name
-        self.reason = reason
-        super().__init__(name)
-
-    def __str__(self):
-        # KeyError's own __str__ shows only repr(name); say what is wrong.
-        return f"database {self.name!r} {self.reason}"
+    fields = ('name', 'reason')
+    key = 'name'
+    reason = 'is not in the collection'
+    message = "database {name!r} {reason}"
 
 
 class DatabaseInUse(MultiDBError, RuntimeError):
@@ -95,28 +134,23 @@ class DatabaseInUse(MultiDBError, RuntimeError):
     Nothing was closed: the database and every group keep working.
     """
 
-    def __init__(self, name, in_use):
-        self.name = name
-        self.in_use = in_use
-        super().__init__(
-            f"database {name!r} has {in_use} open connection(s);"
-            " close the groups using it first")
+    fields = ('name', 'in_use')
+    message = ("database {name!r} has {in_use} open connection(s); close the"
+               " groups using it first")
 
 
 class CollectionClosed(MultiDBError, RuntimeError):
     """Raised when a closed collection is used."""
 
-    def __init__(self, collection):
-        self.collection = collection
-        super().__init__(f"the collection {collection!r} is closed")
+    fields = ('collection',)
+    message = "the collection {collection!r} is closed"
 
 
 class GroupClosed(MultiDBError, RuntimeError):
     """Raised when a closed connection group is used."""
 
-    def __init__(self, group):
-        self.group = group
-        super().__init__(f"the connection group {group!r} is closed")
+    fields = ('group',)
+    message = "the connection group {group!r} is closed"
 
 
 class GroupExists(MultiDBError, RuntimeError):
@@ -127,11 +161,9 @@ class GroupExists(MultiDBError, RuntimeError):
     the same database into one transaction.
     """
 
-    def __init__(self, transaction_manager):
-        self.transaction_manager = transaction_manager
-        super().__init__(
-            f"a connection group is already open for the transaction"
-            f" manager {transaction_manager!r}")
+    fields = ('transaction_manager',)
+    message = ("a connection group is already open for the transaction"
+               " manager {transaction_manager!r}")
 
 
 class TooManyOpen(MultiDBError, RuntimeError, TransientError):
@@ -167,13 +199,10 @@ class DatabaseLocked(MultiDBError, RuntimeError):
     use a FileStorage; processes that share a database reach it through a
     ZEO server or keep it on PostgreSQL (RelStorage)."""
 
-    def __init__(self, name, detail):
-        self.name = name
-        self.detail = detail
-        super().__init__(
-            f"database {name!r} is in use by another process ({detail}):"
-            f" a FileStorage serves one process; to share it, serve it"
-            f" with ZEO or keep it on PostgreSQL (RelStorage)")
+    fields = ('name', 'detail')
+    message = ("database {name!r} is in use by another process ({detail}): a"
+               " FileStorage serves one process; to share it, serve it with"
+               " ZEO or keep it on PostgreSQL (RelStorage)")
 
 
 class FileLimitReached(MultiDBError, OSError):
@@ -182,69 +211,51 @@ class FileLimitReached(MultiDBError, OSError):
     the limit (``ulimit -n``) is too low for ``max_open`` and whatever
     else the process has open."""
 
-    def __init__(self, name, open_count, max_open):
-        self.name = name
-        self.open_count = open_count
-        self.max_open = max_open
-        super().__init__(
-            errno.EMFILE,
-            f"cannot open database {name!r}: the process is out of file"
-            f" descriptors with {open_count} databases open"
-            f" (max_open={max_open}); raise the limit (ulimit -n) or lower"
-            f" max_open")
-
-    def __str__(self):
-        return self.args[1]
+    fields = ('name', 'open_count', 'max_open')
+    code = errno.EMFILE
+    message = ("cannot open database {name!r}: the process is out of file"
+               " descriptors with {open_count} databases open"
+               " (max_open={max_open}); raise the limit (ulimit -n) or"
+               " lower max_open")
 
 
 class TenantExists(MultiDBError, ValueError):
     """Raised when a tenant is created (cloned, restored) under a name that
     a tenant already has."""
 
-    def __init__(self, name):
-        self.name = name
-        super().__init__(f"tenant {name!r} already exists")
+    fields = ('name',)
+    message = "tenant {name!r} already exists"
 
 
 class NoSuchTenant(MultiDBError, KeyError):
     """Raised when a tenant name has no record in the catalog."""
 
-    def __init__(self, name):
-        self.name = name
-        super().__init__(name)
-
-    def __str__(self):
-        return f"no tenant {self.name!r} in the catalog"
+    fields = ('name',)
+    key = 'name'
+    message = "no tenant {name!r} in the catalog"
 
 
 class NoSuchSnapshot(MultiDBError, KeyError):
     """Raised when a tenant has no snapshot with the given id."""
 
-    def __init__(self, name, snapshot_id):
-        self.name = name
-        self.snapshot_id = snapshot_id
-        super().__init__(snapshot_id)
-
-    def __str__(self):
-        return f"tenant {self.name!r} has no snapshot {self.snapshot_id!r}"
+    fields = ('name', 'snapshot_id')
+    key = 'snapshot_id'
+    message = "tenant {name!r} has no snapshot {snapshot_id!r}"
 
 
 class CorruptArchive(MultiDBError, ValueError):
     """Raised when an archive is not a multidb archive, is truncated, or
     fails its checksum.  Nothing was restored."""
 
-    def __init__(self, path, reason):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"archive {str(path)!r} is unusable: {reason}")
+    fields = ('path', 'reason')
+    message = "archive {path!r} is unusable: {reason}"
 
 
 class ArchiveExists(MultiDBError, FileExistsError):
     """Raised when an archive would overwrite an existing file."""
 
-    def __init__(self, path):
-        self.path = path
-        super().__init__(f"archive {str(path)!r} already exists")
+    fields = ('path',)
+    message = "archive {path!r} already exists"
 
 
 class NotConfigured(MultiDBError, RuntimeError):
@@ -253,9 +264,8 @@ class NotConfigured(MultiDBError, RuntimeError):
     setting that is not configured (``expire`` archiving without an
     ``archive-dir``); nothing was changed."""
 
-    def __init__(self, what):
-        self.what = what
-        super().__init__(what)
+    fields = ('what',)
+    message = "{what}"
 
 
 class UnsignedArchive(CorruptArchive):
@@ -272,10 +282,8 @@ class UnsafeArchive(CorruptArchive):
     (None for a transaction's extension) and ``name`` the global's
     ``module.name``.  Nothing was restored, and nothing was unpickled."""
 
-    def __init__(self, path, reason, oid=None, name=None):
-        self.oid = oid
-        self.name = name
-        super().__init__(path, reason)
+    fields = ('path', 'reason', 'oid', 'name')
+    oid = name = None
 
 
 class MissingStorage(MultiDBError, FileNotFoundError):
@@ -284,19 +292,13 @@ class MissingStorage(MultiDBError, FileNotFoundError):
     created: only ``create`` and ``restore`` make storage, so missing
     data never looks like an empty tenant."""
 
-    def __init__(self, name, where, detail='does not exist'):
-        self.name = name
-        self.where = where
-        self.detail = detail
-        super().__init__(
-            errno.ENOENT,
-            f"tenant {name!r} is in the catalog but its storage is missing:"
-            f" {where} {detail}; nothing was created (restore it from an"
-            f" archive or a snapshot, point the record at it with"
-            f" 'multidb relocate' if it moved, or drop the tenant)")
-
-    def __str__(self):
-        return self.args[1]
+    fields = ('name', 'where', 'detail')
+    detail = 'does not exist'
+    code = errno.ENOENT
+    message = ("tenant {name!r} is in the catalog but its storage is"
+               " missing: {where} {detail}; nothing was created (restore it"
+               " from an archive or a snapshot, point the record at it with"
+               " 'multidb relocate' if it moved, or drop the tenant)")
 
 
 class StorageInTheWay(MultiDBError, FileExistsError):
@@ -304,18 +306,11 @@ class StorageInTheWay(MultiDBError, FileExistsError):
     that multidb cannot prove is a leftover of its own (it carries no
     tenant id, or the id of a recorded tenant): it is not deleted."""
 
-    def __init__(self, name, where, detail):
-        self.name = name
-        self.where = where
-        self.detail = detail
-        super().__init__(
-            errno.EEXIST,
-            f"cannot make tenant {name!r}: {where} exists and {detail};"
-            f" multidb deletes only leftovers it can prove are its own:"
-            f" move it away (or delete it) first")
-
-    def __str__(self):
-        return self.args[1]
+    fields = ('name', 'where', 'detail')
+    code = errno.EEXIST
+    message = ("cannot make tenant {name!r}: {where} exists and {detail};"
+               " multidb deletes only leftovers it can prove are its own:"
+               " move it away (or delete it) first")
 
 
 class NotWritable(MultiDBError, PermissionError):
@@ -323,17 +318,10 @@ class NotWritable(MultiDBError, PermissionError):
     have to write (or delete) where it may not: a read-only folder, a
     database the role may not drop."""
 
-    def __init__(self, name, where, reason):
-        self.name = name
-        self.where = where
-        self.reason = reason
-        super().__init__(
-            errno.EACCES,
-            f"tenant {name!r}: {where} is not writable ({reason}); nothing"
-            f" was changed")
-
-    def __str__(self):
-        return self.args[1]
+    fields = ('name', 'where', 'reason')
+    code = errno.EACCES
+    message = ("tenant {name!r}: {where} is not writable ({reason}); nothing"
+               " was changed")
 
 
 class DropIncomplete(MultiDBError, OSError):
@@ -380,10 +368,7 @@ class UnreadableRecord(MultiDBError, TypeError):
     cannot read (ZODB made a Broken object of it: say, a newer version
     wrote it).  Nothing was declared from it."""
 
-    def __init__(self, catalog, found):
-        self.catalog = catalog
-        self.found = found
-        super().__init__(
-            f"the catalog {catalog!r} holds a record this version of"
-            f" multidb cannot read ({found}): was it written by a newer"
-            f" version?")
+    fields = ('catalog', 'found')
+    message = ("the catalog {catalog!r} holds a record this version of"
+               " multidb cannot read ({found}): was it written by a newer"
+               " version?")

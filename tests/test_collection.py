@@ -351,3 +351,23 @@ def test_storage_locked_by_another_process(coll, tmp_path):
     finally:
         holder.communicate('')
     assert coll['catalog'] is not None   # free again: opens
+
+
+def test_errors_keep_their_input_and_say_what_is_wrong():
+    import errno
+    e = multidb.UnknownDatabase('x')
+    assert (e.name, e.reason, e.args) == ('x', 'is not in the collection',
+                                          ('x',))
+    assert str(e) == "database 'x' is not in the collection"
+    assert isinstance(e, KeyError)
+    e = multidb.MissingStorage('t', '/data/t.fs')
+    assert e.errno == errno.ENOENT and isinstance(e, FileNotFoundError)
+    assert str(e).startswith("tenant 't' is in the catalog but its storage"
+                             " is missing: /data/t.fs does not exist")
+    import pathlib
+    e = multidb.ArchiveExists(pathlib.Path('/a/b.multidb'))
+    assert str(e) == "archive '/a/b.multidb' already exists"
+    e = multidb.UnsafeArchive('p', 'bad global', name='os.system')
+    assert (e.oid, e.name, e.reason) == (None, 'os.system', 'bad global')
+    with pytest.raises(TypeError, match='CollectionClosed takes'):
+        multidb.CollectionClosed(1, 2)
