@@ -7,24 +7,14 @@ from ZODB.FileStorage import FileStorage
 
 import multidb
 from multidb import cli
+from helpers import run_cli
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'config')
 EXAMPLE = os.path.join(CONFIG, 'example.conf')
 TENANTS = os.path.join(CONFIG, 'tenants.d')
 
 
-@pytest.fixture
-def data(tmp_path):
-    d = tmp_path / 'data'
-    for sub in ('tenants', 'archive'):
-        (d / sub).mkdir(parents=True)
-    return d
-
-
-def _run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_check_config_prints_the_table(capsys, data):

@@ -7,7 +7,9 @@ import pytest
 
 from multidb import cli
 from multidb.cli import framework
+from helpers import run_cli
 from helpers import tenants_config
+from helpers import tree
 
 CONFIG = tenants_config('expire-action archive\n    archive-dir $data/archive')
 
@@ -20,11 +22,7 @@ def conf(tmp_path, monkeypatch):
 
 
 def _run(capsys, *argv, config='app.conf'):
-    if config is not None:
-        argv = ('-C', str(config)) + argv
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv, config=config)
 
 
 def _json(capsys, *argv):
@@ -38,9 +36,7 @@ def _create(capsys, *names):
         assert _run(capsys, 'create', name)[0] == 0
 
 
-def _tree(root):
-    return sorted(os.path.relpath(os.path.join(p, f), root)
-                  for p, dirs, files in os.walk(root) for f in files + dirs)
+_tree = tree
 
 
 # -- every subcommand ---------------------------------------------------------

@@ -10,24 +10,14 @@ import ZODB.config
 
 import multidb
 from multidb import config as mc
+from helpers import tree
 
 HERE = os.path.dirname(__file__)
 CONFIG = os.path.join(os.path.dirname(HERE), 'config')
 PACKAGE = os.path.dirname(mc.__file__)
 
 
-@pytest.fixture
-def data(tmp_path):
-    """The folder every test configuration points $data at."""
-    d = tmp_path / 'data'
-    for sub in ('tenants', 'archive'):
-        (d / sub).mkdir(parents=True)
-    return d
-
-
-def _tree(root):
-    return sorted(os.path.relpath(os.path.join(p, f), root)
-                  for p, dirs, files in os.walk(root) for f in files + dirs)
+_tree = tree
 
 
 def _write(tmp_path, files):

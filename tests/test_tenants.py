@@ -8,6 +8,7 @@ from ZODB.FileStorage import FileStorage
 from zope.interface.verify import verifyObject
 
 import multidb
+from helpers import fs_tenants
 from helpers import root_dict
 from helpers import update_root
 from multidb.interfaces import ITenants
@@ -20,13 +21,9 @@ def init_orders(root):
 
 
 def _make(tmp_path, **kw):
-    c = multidb.Collection()
-    c.declare('catalog', functools.partial(FileStorage,
-                                           str(tmp_path / 'catalog.fs')))
+    c, t = fs_tenants(tmp_path, **kw)
     c.declare('main', functools.partial(FileStorage,
                                         str(tmp_path / 'main.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
-        str(tmp_path / 'tenants' / '{name}.fs')), **kw)
     return c, t
 
 

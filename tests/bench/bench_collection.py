@@ -58,6 +58,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
 import multidb
+from benchutil import fig
 from benchutil import table
 from benchutil import verdict
 
@@ -321,30 +322,38 @@ def bench_b(args):
             results[n].append(run_worker(
                 'b', '--declared', str(n), '--rounds', str(args.b_rounds),
                 '--batch', str(args.batch)))
+    # Per process: the medians of its rounds, the median of its per-round
+    # ratios; then median (min-max) over the processes of each kind.
     row = {}
     for n, runs in results.items():
-        raw = [t for run in runs for t in run['raw']]
-        mdb = [t for run in runs for t in run['multidb']]
-        row[n] = (med(raw), med(mdb),
-                  med([m / r for run in runs
-                       for r, m in zip(run['raw'], run['multidb'])]),
-                  med([run['declare_s'] for run in runs]))
+        row[n] = {
+            'raw': [med(run['raw']) * 1000 for run in runs],
+            'multidb': [med(run['multidb']) * 1000 for run in runs],
+            'ratio': [med([m / r for r, m in zip(run['raw'],
+                                                 run['multidb'])])
+                      for run in runs],
+            'declare_s': [run['declare_s'] for run in runs]}
     one, many = row[1], row[args.declared]
-    ratio = many[1] / one[1]
+    # The processes of the two kinds ran in pairs, one after the other.
+    vs = [b / a for a, b in zip(one['multidb'], many['multidb'])]
     rows = [
-        [1, ms(one[0]), ms(one[1]), f"{one[2]:.3f}", '', ''],
-        [f"{args.declared:,}", ms(many[0]), ms(many[1]), f"{many[2]:.3f}",
-         f"{ratio:.3f}", verdict(ratio <= TARGET_B)],
+        [1, fig(one['raw']), fig(one['multidb']), fig(one['ratio']), '',
+         ''],
+        [f"{args.declared:,}", fig(many['raw']), fig(many['multidb']),
+         fig(many['ratio']), fig(vs), verdict(med(vs) <= TARGET_B)],
     ]
     table(f"(b) one-database transaction with 1 and {args.declared:,}"
-          f" declared databases (FileStorage; ms per transaction, median of"
-          f" {args.b_processes} processes x {args.b_rounds} rounds each)",
+          f" declared databases (FileStorage; ms per transaction; per"
+          f" process the median of {args.b_rounds} rounds; median (min-max)"
+          f" over {args.b_processes} processes of each kind; 'vs 1"
+          f" declared': multidb's figure over that of the process of the"
+          f" other kind run beside it)",
           ['declared', 'raw ZODB', 'multidb', 'multidb/raw',
            f'vs 1 declared', f'<= {TARGET_B}'], rows)
     print(f"\ndeclaring {args.declared:,} databases took"
-          f" {many[3] * 1000:.1f} ms; the two kinds of process ran"
-          f" alternately; 'multidb/raw' is the median of per-round ratios"
-          f" within a process.")
+          f" {fig([x * 1000 for x in many['declare_s']], 1)} ms; the two"
+          f" kinds of process ran alternately; 'multidb/raw' is the median"
+          f" of per-round ratios within a process.")
     return rows
 
 
@@ -464,32 +473,36 @@ def bench_c(args):
                 '--c-max-open', str(args.c_max_open),
                 '--fd-interval', str(args.fd_interval),
                 '--seed', str(args.seed)))
-    m = {k: med([r[k] for r in results['multidb']])
-         for k in ('rss_peak_mb', 'fds_peak', 'rate', 'rss_start_mb',
-                   'rss_declared_mb', 'declare_s', 'close_s', 'fds_start')}
-    r = {k: med([x[k] for x in results['raw']])
-         for k in ('rss_peak_mb', 'fds_peak', 'rate', 'rss_start_mb')}
+    for side in results.values():
+        for x in side:
+            x['ms'] = 1000 / x['rate']
+    mv = {k: [x[k] for x in results['multidb']]
+          for k in ('rss_peak_mb', 'fds_peak', 'rate', 'ms', 'rss_start_mb',
+                    'rss_declared_mb', 'declare_s', 'close_s', 'fds_start')}
+    rv = {k: [x[k] for x in results['raw']]
+          for k in ('rss_peak_mb', 'fds_peak', 'rate', 'ms', 'rss_start_mb')}
+    m = {k: med(v) for k, v in mv.items()}
     rows = [
-        ['peak RSS (MB)', f"{r['rss_peak_mb']:.0f}",
-         f"{m['rss_peak_mb']:.0f}", f"< {TARGET_RSS_MB}",
+        ['peak RSS (MB)', fig(rv['rss_peak_mb'], 0),
+         fig(mv['rss_peak_mb'], 0), f"< {TARGET_RSS_MB}",
          verdict(m['rss_peak_mb'] < TARGET_RSS_MB)],
-        ['peak open fds', f"{r['fds_peak']:.0f}", f"{m['fds_peak']:.0f}",
+        ['peak open fds', fig(rv['fds_peak'], 0), fig(mv['fds_peak'], 0),
          f"< {TARGET_FDS:,}", verdict(m['fds_peak'] < TARGET_FDS)],
-        ['switches per second', f"{r['rate']:.0f}", f"{m['rate']:.0f}",
+        ['switches per second', fig(rv['rate'], 0), fig(mv['rate'], 0),
          f">= {TARGET_RATE:,}", verdict(m['rate'] >= TARGET_RATE)],
-        ['ms per switch', f"{1000 / r['rate']:.3f}",
-         f"{1000 / m['rate']:.3f}", '', ''],
+        ['ms per switch', fig(rv['ms']), fig(mv['ms']), '', ''],
     ]
     table(f"(c) {args.c_count:,} FileStorage databases, {args.c_accesses:,}"
-          f" random accesses, max_open={args.c_max_open}"
-          f" (one subprocess per side, median of {args.c_repeat})",
+          f" random accesses, max_open={args.c_max_open} (one subprocess"
+          f" per side and repeat; median (min-max) over {args.c_repeat}"
+          f" repeats)",
           ['', 'raw ZODB', 'multidb', 'target', 'multidb'], rows)
-    print(f"\nmultidb: RSS {m['rss_start_mb']:.0f} MB after imports,"
-          f" {m['rss_declared_mb']:.0f} MB after declaring"
-          f" {args.c_count:,} databases (in {m['declare_s']:.2f} s);"
-          f" {m['fds_start']:.0f} fds at start; close() of the collection"
-          f" took {m['close_s']:.2f} s.  raw ZODB: RSS"
-          f" {r['rss_start_mb']:.0f} MB after imports.")
+    print(f"\nmultidb: RSS {fig(mv['rss_start_mb'], 0)} MB after imports,"
+          f" {fig(mv['rss_declared_mb'], 0)} MB after declaring"
+          f" {args.c_count:,} databases (in {fig(mv['declare_s'], 2)} s);"
+          f" {fig(mv['fds_start'], 0)} fds at start; close() of the"
+          f" collection took {fig(mv['close_s'], 2)} s.  raw ZODB: RSS"
+          f" {fig(rv['rss_start_mb'], 0)} MB after imports.")
     return rows
 
 
@@ -672,9 +685,10 @@ def parser():
     p.add_argument('--n7', type=parse_ints, default=[1, 100, 1000],
                    help='group sizes of defect 7 (default: 1,100,1000)')
     p.add_argument('--runs', type=int, default=1,
-                   help='repeat (a) and (x) this many times and print the'
-                        ' median and min-max of their ratios over the'
-                        ' runs (default: 1)')
+                   help='repeat (a), (x) and (7) this many times and print'
+                        ' the median and min-max of their ratios over the'
+                        ' runs; (c) runs at least this many subprocesses'
+                        ' of each side (default: 1)')
     p.add_argument('--seed', type=int, default=2)
     p.add_argument('--json', metavar='FILE',
                    help='also write the tables to FILE as JSON')
@@ -692,6 +706,7 @@ def main(argv=None) -> int:
         args.c_count = min(args.c_count, 2_000)
         args.c_accesses = min(args.c_accesses, 2_000)
         args.n7 = [n for n in args.n7 if n <= 100]
+    args.c_repeat = max(args.c_repeat, args.runs)
     if args.c_cache is None:
         args.c_cache = os.path.join(tempfile.gettempdir(),
                                     f'multidb-bench-{args.c_count // 1000}k')

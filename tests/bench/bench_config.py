@@ -2,10 +2,11 @@
 
 Not a test (pytest collects ``test_*.py`` only).  Run::
 
-    python tests/bench/bench_config.py [N]
+    python tests/bench/bench_config.py [N] [--runs 3]
 
 It writes N ``<zodb>`` sections (default 10,000) as one file and as a
-folder of ten files, then times, best of three:
+folder of ten files, then times, best of three, in each of ``--runs``
+runs (the three loads alternating, in a rotating order):
 
 - ``ZConfig.loadConfigFile`` with ZODB's own schema on the one file (the
   parse that ``ZODB.config.databaseFromString`` does before it opens
@@ -14,9 +15,11 @@ folder of ten files, then times, best of three:
 - ``multidb.config.collectionFromFiles`` on the folder,
 
 and prints the time per thousand databases and the ratio to ZODB's
-parse.  Loading must stay well under a second per thousand; nothing is
-opened (checked: no storage file appears).
+parse, each as "median (min-max)" over the runs (the ratio is taken in
+each run).  Loading must stay well under a second per thousand; nothing
+is opened (checked: no storage file appears).
 """
+import argparse
 import os
 import sys
 import tempfile
@@ -27,6 +30,15 @@ import ZODB.config
 
 from multidb.config import collectionFromFile
 from multidb.config import collectionFromFiles
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import Runs  # noqa: E402
+from benchutil import fig  # noqa: E402
+from benchutil import add_runs_argument  # noqa: E402
+from benchutil import table  # noqa: E402
+from benchutil import verdict  # noqa: E402
+
+TARGET_PER_1000 = 1.0       # seconds per thousand databases, at most
 
 SECTION = """\
 <zodb db{i:05d}>
@@ -50,7 +62,7 @@ def best(func, repeat=3):
     return min(times)
 
 
-def main(n=10_000):
+def main(n=10_000, runs=3):
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, 'data')
         os.mkdir(data)
@@ -87,20 +99,39 @@ def main(n=10_000):
 
         zodb_parse()  # warm up: schema, imports
         collectionFromFile(one).close()
-        results = [
-            ('ZODB.config parse (ZConfig + ZODB schema)', best(zodb_parse)),
-            ('multidb collectionFromFile (1 file)', best(multidb_file)),
-            ('multidb collectionFromFiles (10 files)', best(multidb_folder)),
+        loads = [
+            ('ZODB.config parse (ZConfig + ZODB schema)', zodb_parse),
+            ('multidb collectionFromFile (1 file)', multidb_file),
+            ('multidb collectionFromFiles (10 files)', multidb_folder),
         ]
+        res = Runs()
+        for run in range(runs):
+            k = run % len(loads)
+            for label, func in loads[k:] + loads[:k]:
+                res.add((label, 's'), best(func))
+            base = res.get((loads[0][0], 's'))[-1]
+            for label, _ in loads:
+                res.add((label, 'ratio'), res.get((label, 's'))[-1] / base)
         assert os.listdir(data) == [], "loading created storage files"
 
-    base = results[0][1]
-    print(f"{n} declared FileStorage databases, best of 3"
-          f" (Python {sys.version.split()[0]})")
-    print(f"{'':44} {'total':>8} {'per 1000':>9} {'ratio':>6}")
-    for label, t in results:
-        print(f"{label:44} {t:7.3f}s {t / n * 1000:8.3f}s {t / base:5.2f}x")
+    rows = []
+    for label, _ in loads:
+        per = [t / n * 1000 for t in res.get((label, 's'))]
+        rows.append([label, res.fig((label, 's')), fig(per),
+                     res.fig((label, 'ratio'), 2),
+                     verdict(max(per) < TARGET_PER_1000)
+                     if label.startswith('multidb') else ''])
+    table(f"loading {n:,} declared FileStorage databases (seconds, best of"
+          f" 3 per run; median (min-max) over {runs} runs; Python"
+          f" {sys.version.split()[0]})",
+          ['load', 's', 's per 1,000', 'ratio to ZODB parse',
+           f'< {TARGET_PER_1000:g} s per 1,000'], rows)
 
 
 if __name__ == '__main__':
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('n', nargs='?', type=int, default=10_000,
+                   help='databases (default 10,000)')
+    add_runs_argument(p)
+    args = p.parse_args()
+    main(args.n, args.runs)

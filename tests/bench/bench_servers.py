@@ -1,10 +1,11 @@
-"""Benchmarks of tenants on real servers (issue 5), beside their baselines.
+"""Benchmarks of tenants on real servers, beside their baselines.
 
 Not a test (pytest does not collect ``bench_*.py``): run it by hand::
 
     python tests/bench/bench_servers.py            # the full run
     python tests/bench/bench_servers.py --quick    # a smoke run
     python tests/bench/bench_servers.py --only 1,3 # some of 1,2,3
+    python tests/bench/bench_servers.py --runs 5   # more runs (default 3)
 
 It starts a throwaway PostgreSQL cluster and a ZEO server (see
 ``tests/servers.py``; the cluster runs with ``fsync=off``) and prints reST
@@ -34,11 +35,15 @@ simple tables:
     blocks of each round.
 
 The sides alternate, block after block, in an order that swaps every
-round; tables give medians (the machine is noisy).
+round.  Each benchmark is repeated ``--runs`` times (default 3) in the
+run; every figure of the tables is "median (min-max)" over the runs of
+the run's median; a verdict is on the median.  The profiles are of the
+first run only.
 """
 import argparse
 import cProfile
 import functools
+import inspect
 import io
 import os
 import pstats
@@ -66,6 +71,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from servers import PostgreSQL  # noqa: E402
 from servers import ZEOServer  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import Runs  # noqa: E402
+from benchutil import add_runs_argument  # noqa: E402
+from benchutil import table  # noqa: E402
+from benchutil import verdict  # noqa: E402
+
 TARGET_PG_CREATE = 1.3      # multidb / by hand
 TARGET_FS_VS_PG = 20.0      # bare CREATE DATABASE / multidb FileStorage
 TARGET_COMMIT = 1.05        # multidb / raw ZODB
@@ -73,24 +84,6 @@ TEMPLATE = 'bench_template'
 
 
 # -- helpers ---------------------------------------------------------------
-
-def table(header, rows):
-    """A reST simple table."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    rule = '  '.join('=' * w for w in widths)
-    out = [rule, '  '.join(c.ljust(w) for c, w in zip(cells[0],
-                                                      widths)).rstrip(),
-           rule]
-    for r in cells[1:]:
-        out.append('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    out.append(rule)
-    return '\n'.join(out)
-
-
-def ms(seconds):
-    return f'{seconds * 1000:.3f}'
-
 
 def med(xs):
     return statistics.median(xs)
@@ -200,17 +193,18 @@ class ByHandPG:
         return dt, dbname
 
 
-def bench_pg_create(pg, folder, rounds, block, profile_n):
-    print('\n(1) PostgreSQL tenant: multidb tenants.create() against the'
-          ' same steps by hand (ms per create)\n')
+CATALOGS = {'filestorage': 'FileStorage', 'postgresql': 'PostgreSQL'}
+
+
+def bench_pg_create(pg, folder, rounds, block, profile_n, run_no, res):
+    """One run of (1): its figures into res."""
     admin = Admin(pg)
     # The template, made once by the backend (not timed).
     RelStorageBackend(pg.dsn('x_{name}'), template=TEMPLATE,
                       keep_history=False).ensure_template()
-    rows = []
     results = {}
     for catalog_on in ('filestorage', 'postgresql'):
-        tag = 'f' if catalog_on == 'filestorage' else 'p'
+        tag = ('f' if catalog_on == 'filestorage' else 'p') + str(run_no)
         m = MultidbPG(pg, folder, catalog_on, tag)
         h = ByHandPG(pg, tag)
         times = {'multidb': [], 'hand': []}
@@ -233,20 +227,14 @@ def bench_pg_create(pg, folder, rounds, block, profile_n):
             for side in order:
                 run(side, block)
         mm, hm = med(times['multidb']), med(times['hand'])
-        ratio = mm / hm
         results[catalog_on] = (m, h, times)
-        label = {'filestorage': 'FileStorage',
-                 'postgresql': 'PostgreSQL'}[catalog_on]
-        rows.append([f'catalog on {label}', ms(hm), ms(mm),
-                     f'{ratio:.2f}', 'met' if ratio <= TARGET_PG_CREATE
-                     else 'MISSED',
-                     f'{ms(min(times["hand"]))} / {ms(min(times["multidb"]))}'
-                     ])
-    print(table(['case', 'by hand', 'multidb', 'ratio',
-                 f'<= {TARGET_PG_CREATE}', 'min: hand / multidb'], rows))
-    print(f'\n{len(times["multidb"])} creates per side and row,'
-          f' {rounds} rounds of {block}.')
-    steps(pg, results, rounds * block * 2)
+        k = (1, catalog_on)
+        res.add(k + ('hand',), hm * 1000)
+        res.add(k + ('multidb',), mm * 1000)
+        res.add(k + ('ratio',), mm / hm)
+        res.add(k + ('hand min',), min(times['hand']) * 1000)
+        res.add(k + ('multidb min',), min(times['multidb']) * 1000)
+    steps(pg, results, rounds * block * 2, res)
     # Where multidb's time goes.
     for catalog_on in ('filestorage', 'postgresql'):
         m = results[catalog_on][0]
@@ -255,15 +243,44 @@ def bench_pg_create(pg, folder, rounds, block, profile_n):
     for catalog_on, (m, _, _) in results.items():
         m.close()
         if catalog_on == 'postgresql':
-            admin.drop('bench_catalog_p')
+            admin.drop(f'bench_catalog_p{run_no}')
     admin.close()
 
 
-def steps(pg, results, n):
+def table_pg_create(rounds, block, runs, res):
+    rows = []
+    for catalog_on, label in CATALOGS.items():
+        k = (1, catalog_on)
+        rows.append([f'catalog on {label}', res.fig(k + ('hand',)),
+                     res.fig(k + ('multidb',)), res.fig(k + ('ratio',), 2),
+                     verdict(res.med(k + ('ratio',)) <= TARGET_PG_CREATE),
+                     f"{res.fig(k + ('hand min',))} /"
+                     f" {res.fig(k + ('multidb min',))}"])
+    table(f'(1) PostgreSQL tenant: multidb tenants.create() against the'
+          f' same steps by hand (ms per create; per run the median of'
+          f' {rounds * block} creates per side and row, {rounds} rounds of'
+          f' {block}; median (min-max) over {runs} runs)',
+          ['case', 'by hand', 'multidb', 'ratio',
+           f'<= {TARGET_PG_CREATE}', 'min: hand / multidb'], rows)
+    table(f"(1) multidb's own steps of a PostgreSQL create, each timed"
+          f" alone (ms; per run the median of {rounds * block * 2}; median"
+          f" (min-max) over {runs} runs)",
+          ['step', 'ms'],
+          [[label, res.fig((1, 'step', label))] for label in STEPS])
+
+
+STEPS = ('psycopg2 connect + close',
+         'backend.name_lock() (advisory lock, own connection)',
+         'backend.exists() (own connection)',
+         'catalog read (_record), catalog on FileStorage',
+         'catalog read (_record), catalog on PostgreSQL',
+         'catalog commit, catalog on FileStorage',
+         'catalog commit, catalog on PostgreSQL')
+
+
+def steps(pg, results, n, res):
     """multidb's own steps of a create, each timed alone (ms, median of
     n, the steps interleaved): what it adds to the by-hand sequence."""
-    print('\nmultidb\'s own steps of a PostgreSQL create, each timed alone'
-          f' (ms, median of {n}):\n')
     m_f = results['filestorage'][0]
     m_p = results['postgresql'][0]
     be = m_f.backend
@@ -289,18 +306,17 @@ def steps(pg, results, n):
     def commit(m):
         # A catalog commit (the membership counter, one small object).
         with m.tenants._catalog(write=True) as (_, g):
-            bump(g.root('catalog'))
+            root = g.root('catalog')
+            # bump(root) or, with the catalog's change log, bump(root,
+            # name).
+            if len(inspect.signature(bump).parameters) == 1:
+                bump(root)
+            else:
+                bump(root, 'nosuch')
 
-    funcs = [('psycopg2 connect + close', connect_close),
-             ('backend.name_lock() (advisory lock, own connection)',
-              name_lock),
-             ('backend.exists() (own connection)', exists),
-             ('catalog read (_record), catalog on FileStorage', record_fs),
-             ('catalog read (_record), catalog on PostgreSQL', record_pg),
-             ('catalog commit, catalog on FileStorage',
-              functools.partial(commit, m_f)),
-             ('catalog commit, catalog on PostgreSQL',
-              functools.partial(commit, m_p))]
+    funcs = list(zip(STEPS, [connect_close, name_lock, exists, record_fs,
+                             record_pg, functools.partial(commit, m_f),
+                             functools.partial(commit, m_p)]))
     times = {k: [] for k, _ in funcs}
     for _, f in funcs:
         f()
@@ -309,7 +325,8 @@ def steps(pg, results, n):
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
-    print(table(['step', 'ms'], [[k, ms(med(v))] for k, v in times.items()]))
+    for k, v in times.items():
+        res.add((1, 'step', k), med(v) * 1000)
 
 
 def profile_creates(m, n, catalog_on):
@@ -339,13 +356,20 @@ def profile_creates(m, n, catalog_on):
 
 # -- (2) FileStorage tenant against bare CREATE DATABASE -------------------
 
-def bench_fs_vs_pg(pg, folder, rounds, block):
-    print('\n(2) FileStorage tenant through multidb against a bare'
-          ' PostgreSQL CREATE DATABASE (ms per create)\n')
+FS_VS_PG = {
+    'pg_conn_tpl': 'CREATE DATABASE, schema template, with connect',
+    'pg_stmt_tpl': 'CREATE DATABASE, schema template, statement only',
+    'pg_conn_t0': 'CREATE DATABASE, template0, with connect',
+    'pg_stmt_t0': 'CREATE DATABASE, template0, statement only',
+}
+
+
+def bench_fs_vs_pg(pg, folder, rounds, block, run, res):
+    """One run of (2): its figures into res."""
     admin = Admin(pg)
     RelStorageBackend(pg.dsn('x_{name}'), template=TEMPLATE,
                       keep_history=False).ensure_template()
-    d = os.path.join(folder, 'fs2')
+    d = os.path.join(folder, f'fs2-{run}')
     os.makedirs(d)
     coll = multidb.Collection()
     coll.declare('catalog', functools.partial(
@@ -411,27 +435,36 @@ def bench_fs_vs_pg(pg, folder, rounds, block):
     coll.close()
     admin.close()
     fs = med(times['multidb'])
-    rows = [['multidb create, FileStorage', ms(fs), '1.0', '']]
-    labels = {
-        'pg_conn_tpl': 'CREATE DATABASE, schema template, with connect',
-        'pg_stmt_tpl': 'CREATE DATABASE, schema template, statement only',
-        'pg_conn_t0': 'CREATE DATABASE, template0, with connect',
-        'pg_stmt_t0': 'CREATE DATABASE, template0, statement only',
-    }
-    for key, label in labels.items():
-        x = med(times[key]) / fs
-        rows.append([label, ms(med(times[key])), f'{x:.1f}',
-                     'met' if x >= TARGET_FS_VS_PG else 'MISSED'])
-    print(table(['operation', 'ms', 'x multidb FS',
-                 f'>= {TARGET_FS_VS_PG:g}x'], rows))
-    print(f'\n{len(times["multidb"])} of each, {rounds} rounds of {block}.')
+    res.add((2, 'multidb', 'ms'), fs * 1000)
+    for key in FS_VS_PG:
+        res.add((2, key, 'ms'), med(times[key]) * 1000)
+        res.add((2, key, 'x'), med(times[key]) / fs)
+
+
+def table_fs_vs_pg(rounds, block, runs, res):
+    rows = [['multidb create, FileStorage', res.fig((2, 'multidb', 'ms')),
+             '1.0', '']]
+    for key, label in FS_VS_PG.items():
+        rows.append([label, res.fig((2, key, 'ms')),
+                     res.fig((2, key, 'x'), 1),
+                     verdict(res.med((2, key, 'x')) >= TARGET_FS_VS_PG)])
+    table(f'(2) FileStorage tenant through multidb against a bare'
+          f' PostgreSQL CREATE DATABASE (ms per create; per run the median'
+          f' of {rounds * block} of each, {rounds} rounds of {block};'
+          f' median (min-max) over {runs} runs)',
+          ['operation', 'ms', 'x multidb FS', f'>= {TARGET_FS_VS_PG:g}x'],
+          rows)
 
 
 # -- (3) one-object commit latency ----------------------------------------
 
-def bench_commits(pg, zeo, folder, rounds, block):
-    print('\n(3) One-object commit latency, multidb against raw ZODB on'
-          ' the same kind of storage (ms per commit)\n')
+COMMIT_KINDS = ('FileStorage', 'ZEO', 'RelStorage')
+COMMIT_MODES = (('coll.transaction()', 'raw_tx', 'mdb_tx'),
+                ('long-lived group', 'raw_ll', 'mdb_ll'))
+
+
+def bench_commits(pg, zeo, folder, rounds, block, run, res):
+    """One run of (3): its figures into res."""
     import ZEO
     admin = Admin(pg)
     RelStorageBackend(pg.dsn('x_{name}'), template=TEMPLATE,
@@ -439,7 +472,7 @@ def bench_commits(pg, zeo, folder, rounds, block):
     for db in ('commit_raw', 'commit_mdb'):
         admin.drop(db)
         admin.run('CREATE DATABASE {} TEMPLATE {}', db, TEMPLATE)
-    d = os.path.join(folder, 'fs3')
+    d = os.path.join(folder, f'fs3-{run}')
     os.makedirs(d)
     kinds = {
         'FileStorage': (
@@ -452,7 +485,6 @@ def bench_commits(pg, zeo, folder, rounds, block):
             lambda: open_relstorage(pg.dsn('commit_raw')),
             lambda: open_relstorage(pg.dsn('commit_mdb'))),
     }
-    rows = []
     for kind, (raw_factory, mdb_factory) in kinds.items():
         rawdb = ZODB.DB(raw_factory())
         coll = multidb.Collection()
@@ -522,22 +554,37 @@ def bench_commits(pg, zeo, folder, rounds, block):
                     times[key].append(timed(key, block))
         rawdb.close()
         coll.close()
-        for mode, a, b in (('coll.transaction()', 'raw_tx', 'mdb_tx'),
-                           ('long-lived group', 'raw_ll', 'mdb_ll')):
+        for mode, a, b in COMMIT_MODES:
             ra, rb = med(times[a]), med(times[b])
-            x = rb / ra
             # Each round's two blocks ran side by side: the median of
             # their ratios is less moved by the machine's drift.
             paired = med([y / w for w, y in zip(times[a], times[b])])
-            rows.append([kind, mode, ms(ra), ms(rb), f'{x:.3f}',
-                         f'{paired:.3f}',
-                         'met' if x <= TARGET_COMMIT else 'MISSED'])
-    print(table(['storage', 'multidb side', 'raw ZODB', 'multidb', 'ratio',
-                 'paired ratio', f'<= {TARGET_COMMIT}'], rows))
-    print(f'\nmedian of {rounds} rounds of {block} commits per side.')
+            k = (3, kind, mode)
+            res.add(k + ('raw',), ra * 1000)
+            res.add(k + ('multidb',), rb * 1000)
+            res.add(k + ('ratio',), rb / ra)
+            res.add(k + ('paired',), paired)
     admin.drop('commit_raw')
     admin.drop('commit_mdb')
     admin.close()
+
+
+def table_commits(rounds, block, runs, res):
+    rows = []
+    for kind in COMMIT_KINDS:
+        for mode, _, _ in COMMIT_MODES:
+            k = (3, kind, mode)
+            rows.append([kind, mode, res.fig(k + ('raw',)),
+                         res.fig(k + ('multidb',)), res.fig(k + ('ratio',)),
+                         res.fig(k + ('paired',)),
+                         verdict(res.med(k + ('ratio',)) <= TARGET_COMMIT)])
+    table(f'(3) one-object commit latency, multidb against raw ZODB on the'
+          f' same kind of storage (ms per commit; per run the median of'
+          f' {rounds} rounds of {block} commits per side; paired ratio: the'
+          f' median of the per-round ratios; median'
+          f' (min-max) over {runs} runs)',
+          ['storage', 'multidb side', 'raw ZODB', 'multidb', 'ratio',
+           'paired ratio', f'<= {TARGET_COMMIT}'], rows)
 
 
 # -- main ------------------------------------------------------------------
@@ -559,6 +606,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='a smoke run')
     p.add_argument('--only', default='1,2,3', help='some of 1,2,3')
     p.add_argument('--rounds', type=int, default=None)
+    add_runs_argument(p)
     args = p.parse_args(argv)
     only = set(args.only.split(','))
     q = args.quick
@@ -573,19 +621,37 @@ def main(argv=None):
             v = cur.fetchone()[0]
         version.close()
         print(f'machine: {machine()}; PostgreSQL {v} (fsync=off);'
-              f' Python {sys.version.split()[0]}')
+              f' Python {sys.version.split()[0]}; {args.runs} runs')
+        res = Runs()
+        runs = args.runs
         t0 = time.perf_counter()
+        clock = {}
         if '1' in only:
-            bench_pg_create(pg, folder, rounds=r or (2 if q else 10),
-                            block=1 if q else 3, profile_n=3 if q else 30)
+            rounds, block = r or (2 if q else 10), 1 if q else 3
+            for run in range(runs):
+                bench_pg_create(pg, folder, rounds, block,
+                                profile_n=(3 if q else 30) if run == 0
+                                else 0, run_no=run, res=res)
+            table_pg_create(rounds, block, runs, res)
+            clock['1'] = time.perf_counter() - t0
         if '2' in only:
-            bench_fs_vs_pg(pg, folder, rounds=r or (2 if q else 10),
-                           block=2 if q else 5)
+            t1 = time.perf_counter()
+            rounds, block = r or (2 if q else 10), 2 if q else 5
+            for run in range(runs):
+                bench_fs_vs_pg(pg, folder, rounds, block, run, res)
+            table_fs_vs_pg(rounds, block, runs, res)
+            clock['2'] = time.perf_counter() - t1
         if '3' in only:
+            t1 = time.perf_counter()
             zeo.start()
-            bench_commits(pg, zeo, folder, rounds=r or (2 if q else 15),
-                          block=20 if q else 200)
-        print(f'\ntotal {time.perf_counter() - t0:.0f} s')
+            rounds, block = r or (2 if q else 15), 20 if q else 200
+            for run in range(runs):
+                bench_commits(pg, zeo, folder, rounds, block, run, res)
+            table_commits(rounds, block, runs, res)
+            clock['3'] = time.perf_counter() - t1
+        print(f'\ntotal {time.perf_counter() - t0:.0f} s ('
+              + ', '.join(f'({k}) {v:.0f} s' for k, v in clock.items())
+              + ')')
     finally:
         zeo.close()
         pg.close()

@@ -1,10 +1,11 @@
-"""Benchmarks of the tenant lifecycle (issue 4), beside their baselines.
+"""Benchmarks of the tenant lifecycle, beside their baselines.
 
 Not a test (pytest does not collect ``bench_*.py``): run it by hand::
 
-    python tests/bench/bench_tenants.py            # the full run, ~2 min
+    python tests/bench/bench_tenants.py            # the full run, 3 runs
     python tests/bench/bench_tenants.py --quick    # a smoke run, seconds
     python tests/bench/bench_tenants.py --only 2   # one benchmark (1 or 2)
+    python tests/bench/bench_tenants.py --runs 5   # more runs
 
 It prints reST simple tables, so that the figures can be copied into
 ``docs/performance.rst``:
@@ -24,7 +25,10 @@ It prints reST simple tables, so that the figures can be copied into
     before each timed operation so that none pays for another's
     write-back.  A breakdown times the pieces: SHA-256 alone, fsync.
 
-Tables give medians (the machine may be noisy).
+Each benchmark is repeated ``--runs`` times (default 3) in the run; every
+figure of the tables is "median (min-max)" over the runs of the run's
+figure (itself a median over its operations); a verdict is on the median.
+The profiles are of the first run only.
 """
 import argparse
 import cProfile
@@ -47,6 +51,8 @@ from persistent.mapping import PersistentMapping
 from ZODB.FileStorage import FileStorage
 
 import multidb
+from benchutil import Runs
+from benchutil import add_runs_argument
 from benchutil import table
 from benchutil import verdict
 
@@ -91,10 +97,6 @@ def med(values):
 def p99(values):
     v = sorted(values)
     return v[min(len(v) - 1, int(round(0.99 * (len(v) - 1))))]
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.3f}"
 
 
 def tenants_in(folder, **kw):
@@ -148,7 +150,8 @@ def raw_drop(folder, i):
         _unlink(path + ext)
 
 
-def bench_create_drop(n, block, profile_n):
+def bench_create_drop(n, block, profile_n, res):
+    """One run of (1): its figures into res; the profiles if profile_n."""
     work = tempfile.mkdtemp(prefix='multidb-bench-create-')
     try:
         c, t = tenants_in(work)
@@ -180,23 +183,21 @@ def bench_create_drop(n, block, profile_n):
                 for key, fn in order:
                     run(key, fn, start)
 
-        rows = []
-        for what, m, r, target in (('create', 'mc', 'rc', TARGET_CREATE_MS),
-                                   ('drop', 'md', 'rd', None)):
+        for what, m, r in (('create', 'mc', 'rc'), ('drop', 'md', 'rd')):
             mm, rm = med(times[m]), med(times[r])
-            rows.append([
-                what, ms(rm), ms(p99(times[r])), ms(mm), ms(p99(times[m])),
-                f"{mm / rm:.2f}",
-                f"{fsyncs[r].calls / n:.1f} / {ms(fsyncs[r].seconds / n)}",
-                f"{fsyncs[m].calls / n:.1f} / {ms(fsyncs[m].seconds / n)}",
-                '' if target is None else
-                f"{verdict(mm * 1000 <= target)} (<= {target:g} ms)"])
-        table(f"(1) tenant create and drop on FileStorage, {n} of each,"
-              f" ms per operation",
-              ['op', 'raw median', 'raw p99', 'multidb median',
-               'multidb p99', 'ratio', 'raw fsyncs / ms',
-               'multidb fsyncs / ms', 'target'],
-              rows)
+            res.add((1, what, 'raw med'), rm * 1000)
+            res.add((1, what, 'raw p99'), p99(times[r]) * 1000)
+            res.add((1, what, 'multidb med'), mm * 1000)
+            res.add((1, what, 'multidb p99'), p99(times[m]) * 1000)
+            res.add((1, what, 'ratio'), mm / rm)
+            res.add((1, what, 'raw fsyncs'), fsyncs[r].calls / n)
+            res.add((1, what, 'raw fsync ms'), fsyncs[r].seconds / n * 1000)
+            res.add((1, what, 'multidb fsyncs'), fsyncs[m].calls / n)
+            res.add((1, what, 'multidb fsync ms'),
+                    fsyncs[m].seconds / n * 1000)
+        if not profile_n:
+            c.close()
+            return
 
         # Where the time goes: a separate, profiled batch.
         prof = cProfile.Profile()
@@ -216,6 +217,30 @@ def bench_create_drop(n, block, profile_n):
         c.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def table_create_drop(n, runs, res):
+    rows = []
+    for what, target in (('create', TARGET_CREATE_MS), ('drop', None)):
+        k = (1, what)
+        rows.append([
+            what, res.fig(k + ('raw med',)), res.fig(k + ('raw p99',)),
+            res.fig(k + ('multidb med',)), res.fig(k + ('multidb p99',)),
+            res.fig(k + ('ratio',), 2),
+            f"{res.fig(k + ('raw fsyncs',), 1)} /"
+            f" {res.fig(k + ('raw fsync ms',))}",
+            f"{res.fig(k + ('multidb fsyncs',), 1)} /"
+            f" {res.fig(k + ('multidb fsync ms',))}",
+            '' if target is None else
+            f"{verdict(res.med(k + ('multidb med',)) <= target)}"
+            f" (<= {target:g} ms)"])
+    table(f"(1) tenant create and drop on FileStorage, {n} of each per run,"
+          f" ms per operation (median (min-max) over {runs} runs of the"
+          f" run's median or p99)",
+          ['op', 'raw median', 'raw p99', 'multidb median',
+           'multidb p99', 'ratio', 'raw fsyncs / ms',
+           'multidb fsyncs / ms', 'target'],
+          rows)
 
 
 # -- (2) snapshot, archive, restore ---------------------------------------
@@ -263,7 +288,8 @@ def fsync_path(path):
         os.close(fd)
 
 
-def bench_throughput(mb, rounds):
+def bench_throughput(mb, rounds, res):
+    """One run of (2): its figures into res; returns the tenant's size."""
     cached = os.path.join(CACHE, f'tenant-{mb}mb.multidb')
     if not os.path.exists(cached):
         build_tenant_archive(mb, cached)
@@ -333,22 +359,41 @@ def bench_throughput(mb, rounds):
                 cleanup()
         cp = med(times['cp'])
         cpf = med(times['cp + fsync'])
-        rows = []
         for name in names:
             m = med(times[name])
-            target = ''
-            if name in ('snapshot', 'archive', 'restore'):
-                target = verdict(cp / m >= TARGET_VS_CP)
-            rows.append([name, ms(m), f"{size / m / 1e6:,.0f}",
-                         f"{cp / m:.2f}", f"{cpf / m:.2f}",
-                         ms(fsyncs[name].seconds / rounds), target])
-        table(f"(2) a tenant of {size / 1e6:.0f} MB, median of {rounds}"
-              f" rounds, warm page cache",
-              ['operation', 'ms', 'MB/s', 'vs cp', 'vs cp + fsync',
-               'fsync ms', f'>= {TARGET_VS_CP} of cp'], rows)
+            res.add((2, name, 'ms'), m * 1000)
+            res.add((2, name, 'MB/s'), size / m / 1e6)
+            res.add((2, name, 'vs cp'), cp / m)
+            res.add((2, name, 'vs cp + fsync'), cpf / m)
+            res.add((2, name, 'fsync ms'), fsyncs[name].seconds / rounds
+                    * 1000)
         c.close()
+        return size
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+THROUGHPUT_OPS = ('cp', 'cp + fsync', 'snapshot', 'archive', 'restore',
+                  'sha256 alone')
+
+
+def table_throughput(size, rounds, runs, res):
+    rows = []
+    for name in THROUGHPUT_OPS:
+        k = (2, name)
+        target = ''
+        if name in ('snapshot', 'archive', 'restore'):
+            target = verdict(res.med(k + ('vs cp',)) >= TARGET_VS_CP)
+        rows.append([name, res.fig(k + ('ms',), 1),
+                     res.fig(k + ('MB/s',), fmt=',.0f'),
+                     res.fig(k + ('vs cp',), 2),
+                     res.fig(k + ('vs cp + fsync',), 2),
+                     res.fig(k + ('fsync ms',), 1), target])
+    table(f"(2) a tenant of {size / 1e6:.0f} MB, warm page cache (per run:"
+          f" the median of {rounds} rounds; median (min-max) over {runs}"
+          f" runs)",
+          ['operation', 'ms', 'MB/s', 'vs cp', 'vs cp + fsync',
+           'fsync ms', f'>= {TARGET_VS_CP} of cp'], rows)
 
 
 def main(argv=None):
@@ -359,19 +404,29 @@ def main(argv=None):
     p.add_argument('-n', type=int, help='creates and drops (default 500)')
     p.add_argument('--mb', type=int, help='tenant size in MB (default 200)')
     p.add_argument('--rounds', type=int, help='rounds of (2) (default 9)')
+    add_runs_argument(p)
     args = p.parse_args(argv)
     only = set(args.only.split(','))
     n = args.n or (40 if args.quick else 500)
     mb = args.mb or (8 if args.quick else 200)
     rounds = args.rounds or (3 if args.quick else 9)
     from importlib.metadata import version
-    print(f"Python {sys.version.split()[0]}, ZODB {version('ZODB')}")
+    print(f"Python {sys.version.split()[0]}, ZODB {version('ZODB')};"
+          f" {args.runs} runs")
+    res = Runs()
+    t0 = time.perf_counter()
     if '1' in only:
-        bench_create_drop(n, block=max(1, min(50, n // 4)),
-                          profile_n=max(20, n // 5))
+        for run in range(args.runs):
+            bench_create_drop(n, block=max(1, min(50, n // 4)),
+                              profile_n=max(20, n // 5) if run == 0 else 0,
+                              res=res)
+        table_create_drop(n, args.runs, res)
     if '2' in only:
-        bench_throughput(mb, rounds)
+        for run in range(args.runs):
+            size = bench_throughput(mb, rounds, res)
+        table_throughput(size, rounds, args.runs, res)
     transaction.abort()
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == '__main__':

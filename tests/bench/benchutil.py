@@ -1,7 +1,9 @@
-"""What the benchmarks share: reST tables of their figures.
+"""What the benchmarks share: reST tables of their figures, and figures
+over several runs ("median (min-max)").
 
 Imported by the bench_*.py scripts (run as scripts, so this folder is on
 sys.path)."""
+import statistics
 import sys
 
 
@@ -25,3 +27,54 @@ def table(title, header, rows):
 
 def verdict(ok):
     return 'met' if ok else 'MISSED'
+
+
+# -- figures over several runs ---------------------------------------------
+
+def add_runs_argument(parser, default=3):
+    """The --runs N option shared by the scripts."""
+    parser.add_argument(
+        '--runs', type=int, default=default,
+        help=f'repeat the measurements this many times in the run; every'
+             f' figure is printed as "median (min-max)" over the runs'
+             f' (default: {default})')
+
+
+def fig(values, digits=3, fmt=None):
+    """A figure over runs: "median (min-max)"; the value alone for one
+    run.  fmt, if given, formats one value (a format spec such as
+    ',.0f'); else digits after the point."""
+    values = list(values)
+    if not values:
+        return 'n/a'
+    spec = fmt or f'.{digits}f'
+
+    def f(x):
+        return format(x, spec)
+    if len(values) == 1:
+        return f(values[0])
+    return (f"{f(statistics.median(values))} ({f(min(values))}-"
+            f"{f(max(values))})")
+
+
+class Runs:
+    """Figures of several runs: key -> the list of per-run values."""
+
+    def __init__(self):
+        self.data = {}
+
+    def add(self, key, value):
+        self.data.setdefault(key, []).append(float(value))
+
+    def get(self, key):
+        return self.data.get(key, [])
+
+    def med(self, key):
+        v = self.get(key)
+        return statistics.median(v) if v else float('nan')
+
+    def fig(self, key, digits=3, fmt=None):
+        return fig(self.get(key), digits, fmt)
+
+    def __contains__(self, key):
+        return key in self.data
