@@ -5,6 +5,9 @@ See :meth:`multidb.interfaces.ICollection.health`.
 import datetime
 import threading
 import time
+from typing import Any
+from typing import Iterable
+from typing import List
 from typing import NamedTuple
 from typing import Optional
 
@@ -71,7 +74,7 @@ def _error_text(error: BaseException) -> str:
     return name
 
 
-def check(collection, name: str) -> DatabaseHealth:
+def check(collection: Any, name: str) -> DatabaseHealth:
     """Check one database, in the calling thread (no time limit)."""
     try:
         db = collection[name]   # opens it when declared and closed
@@ -107,7 +110,8 @@ def check(collection, name: str) -> DatabaseHealth:
     return DatabaseHealth(name, True, latency, tid_time(last), None)
 
 
-def check_all(collection, names, timeout: float) -> list:
+def check_all(collection: Any, names: Iterable[str],
+              timeout: float) -> List[DatabaseHealth]:
     """Check names in threads, each bounded by timeout; in names' order.
 
     A check that does not end in time is reported unreachable; its

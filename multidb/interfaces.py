@@ -308,6 +308,13 @@ class IBackend(Interface):
 
     kind = Attribute("The storage kind, e.g. 'filestorage'")
 
+    def from_template(template):
+        """A classmethod: the backend built from a ``<tenants>`` template
+        (a ``multidb.sections.TenantTemplate``) whose storage section is
+        of this backend's kind, called on the backend class (see
+        ``multidb.backends``).  Raises ``ValueError`` naming the key for
+        a template it cannot honour."""
+
     def name_lock(name):
         """A context manager serializing lifecycle operations on the name
         among every process sharing the backend."""

@@ -10,6 +10,17 @@ import json
 import os
 import re
 import string
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import BinaryIO
+from typing import Callable
+from typing import ContextManager
+from typing import Dict
+from typing import Iterator
+from typing import List
+from typing import Mapping
+from typing import Optional
+from typing import Tuple
 
 from ZODB.FileStorage import FileStorage
 from zope.interface import implementer
@@ -33,6 +44,9 @@ try:
 except ImportError:  # pragma: no cover (not POSIX)
     fcntl = None
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ZODB.DB import DB
+
 PLACEHOLDER = '{name}'
 # The files FileStorage keeps beside its data file (.index.index_tmp is
 # the index being saved on close: a kill then leaves it behind).
@@ -54,9 +68,11 @@ SNAPSHOT_FILE = re.compile(r'\d{8}T\d{12}Z-[0-9a-f]{6}\.fs\Z')
 _OPTION_KEYS = ('quota', 'packer', 'pack_gc', 'pack_keep_old')
 # Those it refuses when set: a tenant is one file, made by multidb.
 _REFUSED_KEYS = ('blob_dir', 'create', 'read_only')
+# A tenant's storage settings, as recorded (see IBackend).
+_Settings = Mapping[str, Any]
 
 
-def check_path_template(path):
+def check_path_template(path: str) -> Tuple[str, str]:
     """Split a path template around its one {name} placeholder (str.format
     syntax: {{ and }} are literal braces); raises ValueError saying what is
     wrong.  Returns (head, tail), the literal text around {name}."""
@@ -100,7 +116,7 @@ class FileStorageBackend:
 
     kind = 'filestorage'
 
-    def __init__(self, path, **storage_options):
+    def __init__(self, path: str, **storage_options: Any) -> None:
         """storage_options: FileStorage's keyword arguments for every
         tenant (``quota``, ``pack_gc``, ``pack_keep_old``, ``packer``: a
         callable, or its dotted name as ZODB's configuration writes it,
@@ -139,7 +155,7 @@ class FileStorageBackend:
         return f"<FileStorageBackend {self.path!r}>"
 
     @classmethod
-    def from_template(cls, template):
+    def from_template(cls, template: Any) -> 'FileStorageBackend':
         """The backend of a ``<tenants>`` template whose storage is a
         ``<filestorage>`` (a ``multidb.sections.TenantTemplate``): its
         path is the path template, and every other key set goes to each
@@ -173,7 +189,7 @@ class FileStorageBackend:
             raise ValueError(f"the tenants template's filestorage: {e}") \
                 from None
 
-    def name_lock(self, name):
+    def name_lock(self, name: str) -> ContextManager[Any]:
         """A lock file per name in the tenants' folder, locked (flock)
         for the operation, so that processes sharing the folder take
         turns on a name; released by the kernel if the process dies."""
@@ -183,46 +199,47 @@ class FileStorageBackend:
         return os.path.join(self.folder, '.' + self._prefix + name +
                             self._tail + LOCK_SUFFIX)
 
-    def check_lock(self, name):
+    def check_lock(self, name: str) -> bool:
         """An flock is not lost while the process lives: False."""
         return False
 
     # -- settings and factories --------------------------------------------
 
-    def settings_for(self, name):
+    def settings_for(self, name: str) -> Dict[str, Any]:
         """A new tenant's settings: its file, and a new tenant id."""
         return {'kind': self.kind, 'path': self._head + name + self._tail,
                 'id': new_tenant_id()}
 
-    def factory(self, settings, *, name=None, create=False):
+    def factory(self, settings: _Settings, *, name: Optional[str] = None,
+                create: bool = False) -> Callable[[], FileStorage]:
         """Opens the tenant's storage; only with create may the file be
         made (a recorded tenant whose file is gone raises MissingStorage:
         missing data must not look like an empty tenant)."""
         return functools.partial(_open_fs, settings['path'],
                                  self.storage_options, name, create)
 
-    def describe(self, settings):
+    def describe(self, settings: _Settings) -> str:
         return settings['path']
 
-    def exists(self, settings):
+    def exists(self, settings: _Settings) -> bool:
         return os.path.isfile(settings['path'])
 
-    def identify(self, settings):
+    def identify(self, settings: _Settings) -> Optional[str]:
         """The tenant id stored with the storage at settings' place, or
         None (no storage there, or one without an id)."""
         return _read_id(settings['path'] + ID_FILE)
 
-    def same_place(self, a, b):
+    def same_place(self, a: _Settings, b: _Settings) -> bool:
         """Do the settings a and b name the same file, however spelled
         (symbolic links, ``..``)?"""
         return _place(a['path']) == _place(b['path'])
 
-    def place_key(self, settings):
+    def place_key(self, settings: _Settings) -> str:
         return _place(settings['path'])
 
     # -- making and destroying ---------------------------------------------
 
-    def prepare(self, settings):
+    def prepare(self, settings: _Settings) -> None:
         """Make sure the folder exists and the tenant's id is beside the
         (future) data file; the file itself is made on first open."""
         path = settings['path']
@@ -240,12 +257,13 @@ class FileStorageBackend:
                 else "carries no tenant id")
         _write_id(path + ID_FILE, tid)
 
-    def mark(self, settings):
+    def mark(self, settings: _Settings) -> None:
         """Store settings' tenant id beside the data file (relocate gives
         records made before ids were kept their id)."""
         _write_id(settings['path'] + ID_FILE, settings['id'])
 
-    def check_destroy(self, settings, name=None):
+    def check_destroy(self, settings: _Settings,
+                      name: Optional[str] = None) -> None:
         """Raise NotWritable when the tenant's files could not be deleted
         (checked before a drop commits; a process may do what access()
         allows)."""
@@ -256,7 +274,7 @@ class FileStorageBackend:
                 raise NotWritable(name or _name_of(self, path), folder,
                                   os.strerror(errno.EACCES))
 
-    def destroy(self, settings):
+    def destroy(self, settings: _Settings) -> None:
         """Delete the tenant's files, snapshots included, the id last.
 
         With an id in settings, only the storage carrying that id is
@@ -278,7 +296,7 @@ class FileStorageBackend:
         rmtree_if_present(path + SNAPSHOTS)
         unlink_if_present(path + ID_FILE)
 
-    def companions(self, settings):
+    def companions(self, settings: _Settings) -> List[str]:
         """The files of the tenant's place beside its data file (index,
         lock, snapshot folder, id ...) that exist."""
         path = settings['path']
@@ -286,7 +304,7 @@ class FileStorageBackend:
                             _COMPANIONS + (SNAPSHOTS, ID_FILE)]
                 if os.path.lexists(p)]
 
-    def is_locked(self, settings):
+    def is_locked(self, settings: _Settings) -> bool:
         """Does a process hold the tenant's storage open?"""
         import zc.lockfile
         path = settings['path']
@@ -299,7 +317,7 @@ class FileStorageBackend:
         lock.close()
         return False
 
-    def scan(self):
+    def scan(self) -> Iterator[Tuple[str, Dict[str, Any]]]:
         """Yield (name, settings) for every tenant file on disk, and for
         companion files left without their data file; settings hold the
         id found with the storage, if any."""
@@ -321,7 +339,7 @@ class FileStorageBackend:
                 settings['present'] = os.path.isfile(settings['path'])
                 yield name, settings
 
-    def stray_files(self):
+    def stray_files(self) -> List[Tuple[Optional[str], str]]:
         """The files multidb may have left behind, as (tenant name or
         None, path): temporary files in the tenants' folder and the
         snapshot folders, and lock files."""
@@ -351,25 +369,27 @@ class FileStorageBackend:
                 m = None
         return m.group(1) if m else None
 
-    def remove_stray(self, path):
+    def remove_stray(self, path: str) -> None:
         if path.endswith(LOCK_SUFFIX):
             _remove_lock_file(path)
         else:
             unlink_if_present(path)
 
-    def stray_in_use(self, path):
+    def stray_in_use(self, path: str) -> bool:
         """Is the stray file path held (a lock file locked by a process)?"""
         return path.endswith(LOCK_SUFFIX) and _lock_file_held(path)
 
     # -- data in and out, in FileStorage format ------------------------------
 
-    def open_data(self, db, settings):
+    def open_data(self, db: 'DB',
+                  settings: _Settings) -> Tuple[BinaryIO, int]:
         """(file, length) of the consistent committed data; db is the
         tenant's open database."""
         length = glue.filestorage_committed_length(db.storage)
         return open(settings['path'], 'rb'), length
 
-    def load(self, settings, fs_path, progress=None):
+    def load(self, settings: _Settings, fs_path: str,
+             progress: Optional[Callable[[int], Any]] = None) -> None:
         """Make the tenant's storage hold the data of the FileStorage file
         at fs_path, replacing what is there, atomically: a crash leaves the
         old data or the new.  fs_path is consumed (renamed into place)."""
@@ -380,10 +400,10 @@ class FileStorageBackend:
         unlink_if_present(path + '.index')
         move_into_place(fs_path, path)
 
-    def snapshot_path(self, settings, snapshot_id):
+    def snapshot_path(self, settings: _Settings, snapshot_id: str) -> str:
         return os.path.join(settings['path'] + SNAPSHOTS, snapshot_id + '.fs')
 
-    def snapshot_ids(self, settings):
+    def snapshot_ids(self, settings: _Settings) -> List[str]:
         """The snapshot ids found on disk for the tenant (files named as
         multidb names snapshots; anything else there is not multidb's)."""
         d = settings['path'] + SNAPSHOTS
@@ -393,15 +413,17 @@ class FileStorageBackend:
             return []
         return [n[:-3] for n in sorted(names) if SNAPSHOT_FILE.match(n)]
 
-    def remove_snapshot(self, settings, snapshot_id):
+    def remove_snapshot(self, settings: _Settings,
+                        snapshot_id: str) -> None:
         unlink_if_present(self.snapshot_path(settings, snapshot_id))
 
-    def tmp_path(self, settings):
+    def tmp_path(self, settings: _Settings) -> str:
         """A temporary file beside the tenant's file."""
         os.makedirs(os.path.dirname(settings['path']), exist_ok=True)
         return tmp_name(settings['path'])
 
-    def relocated(self, record_settings, name):
+    def relocated(self, record_settings: _Settings,
+                  name: str) -> Dict[str, Any]:
         """The settings of the current configuration for the recorded
         tenant name: its place as configured now, its own id."""
         new = self.settings_for(name)

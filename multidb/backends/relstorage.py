@@ -29,6 +29,16 @@ import os
 import re
 import threading
 import uuid
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import BinaryIO
+from typing import Callable
+from typing import Dict
+from typing import Iterator
+from typing import List
+from typing import Mapping
+from typing import Optional
+from typing import Tuple
 
 from zope.interface import implementer
 
@@ -46,6 +56,9 @@ from multidb.tenants.catalog import SECRET_DSN_KEYS
 from multidb.tenants.catalog import is_tenant_id
 from multidb.tenants.catalog import new_tenant_id
 from multidb.tenants.catalog import strip_credentials
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ZODB.DB import DB
 
 PLACEHOLDER = '{name}'
 # PostgreSQL truncates identifiers longer than this, silently.
@@ -65,6 +78,8 @@ _TEMPLATE_MARK = 'multidb-template:'
 # companions of those it opens).
 _TMP_RE = re.compile(r'\A\..+\.\d+\.multidb-tmp'
                      r'(?:\.(?:index|lock|tmp|old|pack))?\Z')
+# A tenant's storage settings, as recorded (see IBackend).
+_Settings = Mapping[str, Any]
 
 
 def _psycopg2():
@@ -78,7 +93,7 @@ def _psycopg2():
     return psycopg2
 
 
-def dsn_with(dsn, **changes):
+def dsn_with(dsn: str, **changes: Any) -> str:
     """dsn with keys replaced, e.g. dbname."""
     pg = _psycopg2()
     params = pg.extensions.parse_dsn(dsn)
@@ -97,8 +112,10 @@ class RelStorageBackend:
 
     kind = 'relstorage'
 
-    def __init__(self, dsn, *, admin_dsn=None, template=None,
-                 snapshot_dir=None, **options):
+    def __init__(self, dsn: str, *, admin_dsn: Optional[str] = None,
+                 template: Optional[str] = None,
+                 snapshot_dir: Optional[str] = None,
+                 **options: Any) -> None:
         pg = _psycopg2()
         if dsn.count(PLACEHOLDER) != 1:
             raise ValueError(f"the tenant dsn {strip_credentials(dsn)!r}"
@@ -137,7 +154,7 @@ class RelStorageBackend:
                 f"{self._suffix}>")
 
     @classmethod
-    def from_template(cls, template):
+    def from_template(cls, template: Any) -> 'RelStorageBackend':
         """The backend of a ``<tenants>`` template whose storage is a
         ``<relstorage>`` (a ``multidb.sections.TenantTemplate``): the
         dsn of its ``<postgresql>`` adapter is the dsn template, and
@@ -174,7 +191,7 @@ class RelStorageBackend:
             raise ValueError(f"the tenants template's relstorage: {e}") \
                 from None
 
-    def template_for(self, keep_history):
+    def template_for(self, keep_history: bool) -> str:
         """The template database of tenants of that kind: the configured
         one for the configured kind; for the other kind (tenants made
         before keep-history changed), the default name, or the configured
@@ -255,7 +272,8 @@ class RelStorageBackend:
         return RelStorage(PostgreSQLAdapter(dsn=dsn, options=options),
                           options=options)
 
-    def ensure_template(self, keep_history=None, template=None):
+    def ensure_template(self, keep_history: Optional[bool] = None,
+                        template: Optional[str] = None) -> str:
         """Make the template database of tenants of that kind (default:
         the configured kind), with RelStorage's schema, once, and return
         its name (template, or the configured one of the kind); processes
@@ -320,7 +338,7 @@ class RelStorageBackend:
             conn.close()
 
     @contextlib.contextmanager
-    def name_lock(self, name):
+    def name_lock(self, name: str) -> Iterator[None]:
         """Serialize lifecycle operations on one tenant name across
         processes: a PostgreSQL advisory lock, held by a connection of its
         own for the operation (released by the server if we die, or if
@@ -390,7 +408,7 @@ class RelStorageBackend:
             pass
         local.conn = self._lock_connection(local.keys)
 
-    def check_lock(self, name):
+    def check_lock(self, name: str) -> bool:
         """Before a commit: is the operation's lock still held?  False
         when it was held all along; True when its connection was lost
         (and the server released it) since the operation began: the lock
@@ -416,7 +434,7 @@ class RelStorageBackend:
 
     # -- settings and factories --------------------------------------------
 
-    def settings_for(self, name):
+    def settings_for(self, name: str) -> Dict[str, Any]:
         """A new tenant's settings: its database, the dsn without secrets,
         its kind (history or not) and a new tenant id."""
         dbname = self._prefix + name + self._suffix
@@ -433,7 +451,8 @@ class RelStorageBackend:
                 'template': self.template,
                 'id': new_tenant_id()}
 
-    def relocated(self, record_settings, name):
+    def relocated(self, record_settings: _Settings,
+                  name: str) -> Dict[str, Any]:
         """The settings of the current configuration for the recorded
         tenant name: the dsn as configured now (without secrets), its own
         id and kind."""
@@ -449,7 +468,8 @@ class RelStorageBackend:
             del new['id']
         return new
 
-    def factory(self, settings, *, name=None, create=False):
+    def factory(self, settings: _Settings, *, name: Optional[str] = None,
+                create: bool = False) -> Callable[[], Any]:
         """Opens the tenant's database, as recorded (its dsn and kind);
         never makes a schema unless create (a database dropped and made
         again empty must not look like an empty tenant)."""
@@ -489,13 +509,13 @@ class RelStorageBackend:
                        else f'the id of another tenant ({found})'))
         return None
 
-    def describe(self, settings):
+    def describe(self, settings: _Settings) -> str:
         return f"postgresql database {settings['dbname']!r}"
 
-    def exists(self, settings):
+    def exists(self, settings: _Settings) -> bool:
         return self._database_exists(settings['dbname'])
 
-    def identify(self, settings):
+    def identify(self, settings: _Settings) -> Optional[str]:
         """The tenant id in the comment of settings' database, or None."""
         rows = self._admin(
             'SELECT shobj_description(oid, %s) FROM pg_database'
@@ -503,17 +523,17 @@ class RelStorageBackend:
             fetch=True)
         return _parse_id(rows[0][0]) if rows else None
 
-    def same_place(self, a, b):
+    def same_place(self, a: _Settings, b: _Settings) -> bool:
         """Do a and b name the same database (on the configured server:
         a dsn's spelling says nothing)?"""
         return a['dbname'] == b['dbname']
 
-    def place_key(self, settings):
+    def place_key(self, settings: _Settings) -> str:
         return settings['dbname']
 
     # -- making and destroying -----------------------------------------------
 
-    def prepare(self, settings):
+    def prepare(self, settings: _Settings) -> None:
         """CREATE DATABASE from the template (which holds the schema),
         under a temporary name, marked with the tenant id, then renamed:
         the tenant's database carries its id from the moment it has its
@@ -538,7 +558,7 @@ class RelStorageBackend:
             self._drop_quietly(tmp)
             raise
 
-    def mark(self, settings):
+    def mark(self, settings: _Settings) -> None:
         """Store settings' tenant id with the database (relocate gives
         records made before ids were kept their id)."""
         self._mark(settings['dbname'], settings['id'])
@@ -552,7 +572,8 @@ class RelStorageBackend:
         return sql.SQL('COMMENT ON DATABASE {} IS {}').format(
             sql.Identifier(dbname), sql.Literal(text))
 
-    def check_destroy(self, settings, name=None):
+    def check_destroy(self, settings: _Settings,
+                      name: Optional[str] = None) -> None:
         """Raise NotWritable when the admin role could not drop the
         tenant's database, or its snapshot folder is not writable (checked
         before a drop commits)."""
@@ -571,7 +592,7 @@ class RelStorageBackend:
             raise NotWritable(name or settings['dbname'], d,
                               "Permission denied")
 
-    def destroy(self, settings):
+    def destroy(self, settings: _Settings) -> None:
         """Drop the tenant's database and delete its snapshots.
 
         With an id in settings, only a database carrying that id is
@@ -604,12 +625,12 @@ class RelStorageBackend:
         m = self._name_re.match(dbname)
         return m.group(1) if m else dbname
 
-    def is_locked(self, settings):
+    def is_locked(self, settings: _Settings) -> bool:
         return bool(self._admin(
             'SELECT 1 FROM pg_stat_activity WHERE datname = %s',
             params=(settings['dbname'],), fetch=True))
 
-    def scan(self):
+    def scan(self) -> Iterator[Tuple[str, Dict[str, Any]]]:
         """Yield (name, settings) for every tenant database of the server
         (with the id in its comment, if any), and for snapshot folders
         left without their database."""
@@ -639,7 +660,7 @@ class RelStorageBackend:
                     yield m.group(1), {'kind': self.kind, 'dbname': dbname,
                                        'present': False}
 
-    def stray_files(self):
+    def stray_files(self) -> List[Tuple[Optional[str], str]]:
         """What multidb may have left behind, as (tenant name or None,
         path): temporary files of the snapshot folder, and temporary
         databases (``postgresql:<name>``) of a crashed create, load or
@@ -673,12 +694,12 @@ class RelStorageBackend:
         return bool(comment and comment.startswith(_TEMPLATE_MARK)) or \
             dbname.split(_TEMP_MARK, 1)[0] in self._templates()
 
-    def stray_in_use(self, path):
+    def stray_in_use(self, path: str) -> bool:
         """A temporary database of a template being made: its maker holds
         the template's lock (see remove_stray)."""
         return False
 
-    def remove_stray(self, path):
+    def remove_stray(self, path: str) -> None:
         if path.startswith('postgresql:'):
             dbname = path[len('postgresql:'):]
             base = dbname.split(_TEMP_MARK, 1)[0]
@@ -698,7 +719,8 @@ class RelStorageBackend:
 
     # -- data in and out, in FileStorage format ------------------------------
 
-    def open_data(self, db, settings):
+    def open_data(self, db: 'DB',
+                  settings: _Settings) -> Tuple[BinaryIO, int]:
         """Copy the committed data into a temporary FileStorage file and
         return it open (already unlinked) with its length."""
         from ZODB.FileStorage import FileStorage
@@ -723,7 +745,8 @@ class RelStorageBackend:
             for p in (tmp, tmp + '.index', tmp + '.lock', tmp + '.tmp'):
                 unlink_if_present(p)
 
-    def load(self, settings, fs_path, progress=None):
+    def load(self, settings: _Settings, fs_path: str,
+             progress: Optional[Callable[[int], Any]] = None) -> None:
         """Fill a new database from the FileStorage file and swap it in;
         the new database carries the tenant's id before it has its
         name."""
@@ -788,11 +811,11 @@ class RelStorageBackend:
             os.makedirs(d, exist_ok=True)
         return d
 
-    def snapshot_path(self, settings, snapshot_id):
+    def snapshot_path(self, settings: _Settings, snapshot_id: str) -> str:
         return os.path.join(self._snapshot_folder(settings),
                             snapshot_id + '.fs')
 
-    def snapshot_ids(self, settings):
+    def snapshot_ids(self, settings: _Settings) -> List[str]:
         """The snapshot ids found on disk (files named as multidb names
         snapshots; anything else there is not multidb's)."""
         from multidb.backends.filestorage import SNAPSHOT_FILE
@@ -802,10 +825,11 @@ class RelStorageBackend:
         return [n[:-3] for n in sorted(os.listdir(d))
                 if SNAPSHOT_FILE.match(n)]
 
-    def remove_snapshot(self, settings, snapshot_id):
+    def remove_snapshot(self, settings: _Settings,
+                        snapshot_id: str) -> None:
         unlink_if_present(self.snapshot_path(settings, snapshot_id))
 
-    def tmp_path(self, settings):
+    def tmp_path(self, settings: _Settings) -> str:
         return tmp_name(os.path.join(self._snapshot_folder(settings),
                                      'load.fs'))
 

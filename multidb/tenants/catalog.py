@@ -11,7 +11,13 @@ import dataclasses
 import datetime
 import re
 import uuid
+from typing import Any
+from typing import Dict
+from typing import Iterable
+from typing import Mapping
 from typing import Optional
+from typing import Set
+from typing import Tuple
 
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
@@ -34,7 +40,7 @@ UTC = datetime.timezone.utc
 SECRET_DSN_KEYS = ('password', 'sslpassword')
 
 
-def new_tenant_id():
+def new_tenant_id() -> str:
     """A new tenant id: recorded in the tenant's catalog record and stored
     with its storage when the storage is made, so that ``repair`` knows a
     storage by what it is, not by where the configuration says it is."""
@@ -44,11 +50,11 @@ def new_tenant_id():
 _TENANT_ID = re.compile(r'[0-9a-f]{32}\Z')
 
 
-def is_tenant_id(value):
+def is_tenant_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_TENANT_ID.match(value))
 
 
-def strip_credentials(dsn):
+def strip_credentials(dsn: str) -> str:
     """dsn (a libpq connection string, ``key=value`` or a URI) without its
     secrets (``SECRET_DSN_KEYS``)."""
     if not dsn or not any(k in dsn for k in SECRET_DSN_KEYS + (':', '@')):
@@ -70,7 +76,7 @@ def strip_credentials(dsn):
     return psycopg2.extensions.make_dsn(**params)
 
 
-def public_settings(settings):
+def public_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
     """A copy of a record's storage settings fit to print, log or archive:
     a ``dsn`` loses its secrets (records made before they were kept out
     may still hold them)."""
@@ -80,7 +86,7 @@ def public_settings(settings):
     return out
 
 
-def now():
+def now() -> datetime.datetime:
     return datetime.datetime.now(UTC)
 
 
@@ -106,14 +112,18 @@ def _from_us(us):
         microseconds=us)
 
 
-def load_snapshot(id, created, size, label):
+def load_snapshot(id: str, created: int, size: int,
+                  label: Optional[str]) -> 'Snapshot':
     """Unpickle a Snapshot (the name is in the catalogs' pickles: keep
     it)."""
     return Snapshot(id, _from_us(created), size, label)
 
 
-def load_record(name, kind, settings, created, modified, expires, labels,
-                snapshots, state):
+def load_record(name: str, kind: str, settings: Iterable[Tuple[str, Any]],
+                created: int, modified: int, expires: Optional[int],
+                labels: Iterable[Tuple[str, str]],
+                snapshots: Tuple['Snapshot', ...],
+                state: str) -> 'TenantRecord':
     """Unpickle a TenantRecord (the name is in the catalogs' pickles: keep
     it).  Records pickled before this form load as dataclasses do."""
     return TenantRecord(name, kind, dict(settings), _from_us(created),
@@ -138,7 +148,7 @@ class Snapshot:
     size: int
     label: Optional[str] = None
 
-    def to_json(self):
+    def to_json(self) -> Dict[str, Any]:
         return {'id': self.id, 'created': _iso(self.created),
                 'size': self.size, 'label': self.label}
 
@@ -161,7 +171,7 @@ class TenantRecord:
     snapshots: tuple = ()
     state: str = 'active'
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> 'TenantRecord':
         return dataclasses.replace(self, **changes)
 
     def __reduce__(self):
@@ -171,16 +181,16 @@ class TenantRecord:
             _to_us(self.expires), tuple(self.labels.items()),
             self.snapshots, self.state)
 
-    def snapshot(self, snapshot_id):
+    def snapshot(self, snapshot_id: str) -> Optional[Snapshot]:
         for s in self.snapshots:
             if s.id == snapshot_id:
                 return s
         return None
 
-    def expired(self, when):
+    def expired(self, when: datetime.datetime) -> bool:
         return self.expires is not None and self.expires <= when
 
-    def to_json(self):
+    def to_json(self) -> Dict[str, Any]:
         """A JSON-able dict (for archives and ``multidb --json``); the
         settings without credentials (records hold none, but those made
         before they were kept out may)."""
@@ -193,7 +203,8 @@ class TenantRecord:
         }
 
     @classmethod
-    def from_json(cls, data, **changes):
+    def from_json(cls, data: Mapping[str, Any],
+                  **changes: Any) -> 'TenantRecord':
         """A record from ``to_json`` output (an archive's header); raises
         ValueError, KeyError or TypeError when it is malformed."""
         rec = cls(
@@ -208,7 +219,7 @@ class TenantRecord:
         return rec.replace(**changes) if changes else rec
 
 
-def tree(root, create=False):
+def tree(root: Any, create: bool = False) -> Optional[OOBTree]:
     """The catalog's tree in a catalog root (made when asked)."""
     t = root.get(CATALOG_KEY)
     if t is None and create:
@@ -216,7 +227,7 @@ def tree(root, create=False):
     return t
 
 
-def bump(root, name):
+def bump(root: Any, name: str) -> None:
     """Count a change of the catalog's membership, or of where a tenant's
     data is (name created, dropped, reverted, restored, relocated), and
     log it under the next serial, so that other processes read what
@@ -244,7 +255,7 @@ def bump(root, name):
         del log[new - LOG_KEEP]
 
 
-def serial(root):
+def serial(root: Any) -> int:
     """The serial of the catalog's last change (0: none)."""
     log = root.get(CHANGES_KEY)
     if log:
@@ -253,7 +264,7 @@ def serial(root):
     return 0 if counter is None else counter()
 
 
-def changes(root, since, until):
+def changes(root: Any, since: int, until: int) -> Optional[Set[str]]:
     """The names changed after serial since, up to until (a set), or None
     when the log does not reach back that far (read the whole catalog)."""
     if since == until:

@@ -12,6 +12,11 @@ import contextlib
 import itertools
 import logging
 import time
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Iterator
+from typing import List
+from typing import Union
 
 import transaction
 from transaction._transaction import Status
@@ -30,6 +35,9 @@ from multidb.errors import UnreadableRecord
 from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import tree as _tree
 from multidb.tenants.crashpoints import _crash_test_join
+
+if TYPE_CHECKING:  # pragma: no cover
+    from multidb.group import ConnectionGroup
 
 # One logger for the whole lifecycle, whichever module logs.
 log = logging.getLogger('multidb.tenants.lifecycle')
@@ -152,18 +160,18 @@ class CatalogAccess:
     def _record(self, name):
         return self._read(lambda tree: tree.get(name))
 
-    def get(self, name):
+    def get(self, name: str) -> TenantRecord:
         """See ``ITenants.get``."""
         rec = self._record(name)
         if rec is None:
             raise NoSuchTenant(name)
         return rec
 
-    def list(self):
+    def list(self) -> List[TenantRecord]:
         """See ``ITenants.list``."""
         return list(self.records())
 
-    def records(self, batch=1000):
+    def records(self, batch: int = 1000) -> Iterator[TenantRecord]:
         """See ``ITenants.records``."""
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch!r}")
@@ -182,10 +190,10 @@ class CatalogAccess:
                 return
             after = chunk[-1][0]
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return self._record(name) is not None
 
-    def load(self):
+    def load(self) -> int:
         """Declare every tenant of the catalog in the collection (lazily:
         nothing is opened but the catalog).  The records are read a batch
         at a time: a process with 100,000 tenants never holds them all."""
@@ -198,11 +206,11 @@ class CatalogAccess:
 
     # -- INameResolver: how the collection asks about tenants ------------
 
-    def declare_all(self):
+    def declare_all(self) -> None:
         """See ``INameResolver.declare_all``."""
         self.load()
 
-    def resolve(self, name):
+    def resolve(self, name: str) -> bool:
         """See ``INameResolver.resolve``: declare name if the catalog has
         it."""
         if name in self._busy or name == self.catalog:
@@ -216,7 +224,8 @@ class CatalogAccess:
         self._declare(rec)
         return True
 
-    def open_failed(self, name, error):
+    def open_failed(self, name: str,
+                    error: BaseException) -> Union[bool, str]:
         """See ``INameResolver.open_failed``: a tenant whose storage
         cannot be opened may have been dropped by another process since
         this one declared it, or had its data replaced (revert, restore:
@@ -248,7 +257,7 @@ class CatalogAccess:
         self._declare(rec)
         return 'replaced'
 
-    def refresh(self, group, name):
+    def refresh(self, group: 'ConnectionGroup', name: str) -> bool:
         """See ``INameResolver.refresh``: bring the collection up to date
         with the catalog as group's transaction sees it: tenants dropped
         (by this or another process), or whose data another process
@@ -367,7 +376,7 @@ class CatalogAccess:
             pass
         self._declared.pop(name, None)
 
-    def backend_for(self, rec):
+    def backend_for(self, rec: TenantRecord) -> Any:
         """The backend for an existing record (its own kind)."""
         if rec.kind != self.backend.kind:
             raise ValueError(f"tenant {rec.name!r} is on {rec.kind!r}; this"

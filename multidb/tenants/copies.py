@@ -5,11 +5,17 @@ restore.
 operations are run again when they lose a catalog write to another
 process or their connection to a server (:func:`_retrying`).
 """
+import datetime
 import functools
 import gc
 import logging
 import os
 import uuid
+from typing import Any
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Union
 
 import transaction
 from transaction.interfaces import TransientError
@@ -37,6 +43,11 @@ from multidb.tenants.crashpoints import _crashpoint
 
 # One logger for the whole lifecycle, whichever module logs.
 log = logging.getLogger('multidb.tenants.lifecycle')
+
+# A progress callback (see ITenants): called with the bytes just copied.
+_Progress = Optional[Callable[[int], Any]]
+# A file path.
+_Path = Union[str, 'os.PathLike[str]']
 
 
 def _retrying(method):
@@ -71,7 +82,7 @@ def _retrying(method):
     return retry
 
 
-def new_snapshot_id(when):
+def new_snapshot_id(when: datetime.datetime) -> str:
     # Sortable by time, unique without coordination.
     return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
 
@@ -104,7 +115,8 @@ class Copies:
             g.close()
 
     @_retrying
-    def snapshot(self, name, label=None, *, progress=None):
+    def snapshot(self, name: str, label: Optional[str] = None, *,
+                 progress: _Progress = None) -> str:
         """See ``ITenants.snapshot``."""
         with self._hold(name):
             return self._snapshot(self.get(name), label, progress).id
@@ -190,12 +202,13 @@ class Copies:
         return self._snapshot(rec, f'unreadable state {label}', progress,
                               raw=raw)
 
-    def snapshots(self, name):
+    def snapshots(self, name: str) -> List[Snapshot]:
         """See ``ITenants.snapshots``."""
         return list(self.get(name).snapshots)
 
     @_retrying
-    def revert(self, name, snapshot_id, *, progress=None):
+    def revert(self, name: str, snapshot_id: str, *,
+               progress: _Progress = None) -> str:
         """See ``ITenants.revert``."""
         with self._hold(name):
             rec = self.get(name)
@@ -232,14 +245,14 @@ class Copies:
     # -- archives ---------------------------------------------------------
 
     @property
-    def archive_key(self):
+    def archive_key(self) -> Optional[bytes]:
         """The key that signs archives and checks restored ones, as given
         (bytes), or None: then the environment's ``MULTIDB_ARCHIVE_KEY``,
         if set, at each archive and restore."""
         return self._archive_key
 
     @archive_key.setter
-    def archive_key(self, key):
+    def archive_key(self, key: Union[bytes, str, None]) -> None:
         self._archive_key = None if key is None else _archive.check_key(key)
 
     def _key(self):
@@ -247,7 +260,9 @@ class Copies:
             return self._archive_key
         return _archive.key_from_env()
 
-    def archive(self, name, path, *, progress=None, checksum=None):
+    def archive(self, name: str, path: _Path, *,
+                progress: _Progress = None,
+                checksum: Optional[str] = None) -> str:
         """See ``ITenants.archive``."""
         if checksum is not None:
             _archive._hasher(checksum)
@@ -275,8 +290,9 @@ class Copies:
         return os.fspath(path)
 
     @_retrying
-    def restore(self, path, name=None, *, replace=False, progress=None,
-                trust_unsigned=False):
+    def restore(self, path: _Path, name: Optional[str] = None, *,
+                replace: bool = False, progress: _Progress = None,
+                trust_unsigned: bool = False) -> TenantRecord:
         """See ``ITenants.restore``.
 
         What it trusts: an archive signed with the archive key, or any

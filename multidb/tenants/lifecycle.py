@@ -21,8 +21,18 @@ Crash safety rests on three rules:
 - Operations on one name are serialized in the process, and the collection
   does not re-declare a name while an operation holds it.
 """
+import datetime
 import logging
+import os
 import threading
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Iterable
+from typing import Mapping
+from typing import Optional
+from typing import Union
 
 import transaction
 from zope.interface import implementer
@@ -56,9 +66,23 @@ from multidb.tenants.locks import NameLocks
 from multidb.tenants.maintenance import Maintenance
 from multidb.tenants.maintenance import _expiry
 
+if TYPE_CHECKING:  # pragma: no cover
+    from multidb.collection import Collection
+
 log = logging.getLogger(__name__)
 
 EXPIRE_ACTIONS = ('drop', 'archive')
+
+# A progress callback (see ITenants): called with the bytes just copied.
+_Progress = Optional[Callable[[int], Any]]
+# When a tenant expires (see ITenants.create).
+_Expiry = Union[datetime.datetime, datetime.timedelta, float, str, None]
+# A tenant's labels: a dict, or an iterable of keys.
+_Labels = Union[Mapping[str, str], Iterable[str], None]
+# What create runs on a new tenant's root: a callable or its dotted name.
+_Init = Union[Callable[[Any], Any], str, None]
+# A file or folder path.
+_Path = Union[str, 'os.PathLike[str]']
 
 
 @implementer(ITenants, INameResolver)
@@ -84,11 +108,16 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
     (RelStorage) is polled for changes (see ``refresh``).
     """
 
-    def __init__(self, collection, *, catalog, backend, db_kwargs=None,
-                 init=None, expire_action='archive', archive_dir=None,
-                 in_use_timeout=0, archive_checksum='crc32',
-                 archive_key=None, archive_allow=(),
-                 catalog_poll_interval=1.0):
+    def __init__(self, collection: 'Collection', *, catalog: str,
+                 backend: Any,
+                 db_kwargs: Optional[Dict[str, Any]] = None,
+                 init: _Init = None, expire_action: str = 'archive',
+                 archive_dir: Optional[_Path] = None,
+                 in_use_timeout: float = 0,
+                 archive_checksum: str = 'crc32',
+                 archive_key: Union[bytes, str, None] = None,
+                 archive_allow: Iterable[str] = (),
+                 catalog_poll_interval: float = 1.0) -> None:
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
@@ -199,7 +228,9 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
                         name, self.backend.describe(settings),
                         exc_info=True)
 
-    def create(self, name, *, expires=None, labels=None, init=None):
+    def create(self, name: str, *, expires: _Expiry = None,
+               labels: _Labels = None,
+               init: _Init = None) -> TenantRecord:
         """See ``ITenants.create``."""
         check_tenant_name(name, self._reserved())
         when = _now()
@@ -267,8 +298,9 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
             _crashpoint('create.committed')
         return rec
 
-    def clone(self, source, name, *, expires=None, labels=None,
-              progress=None):
+    def clone(self, source: str, name: str, *, expires: _Expiry = None,
+              labels: _Labels = None,
+              progress: _Progress = None) -> TenantRecord:
         """See ``ITenants.clone``."""
         check_tenant_name(name, self._reserved())
         when = _now()
@@ -312,7 +344,9 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
             self._declare(rec)
         return rec
 
-    def drop(self, name, *, archive_to=None, progress=None):
+    def drop(self, name: str, *,
+             archive_to: Optional[_Path] = None,
+             progress: _Progress = None) -> TenantRecord:
         """See ``ITenants.drop``.
 
         What can be checked is checked before the record's removal is

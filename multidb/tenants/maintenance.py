@@ -6,9 +6,17 @@ that provably belongs to no record is deleted) and relocation (records
 are pointed at their storage as the configuration spells its place now).
 """
 import contextlib
+import datetime
 import functools
 import logging
 import os
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Optional
+from typing import Union
 
 from multidb.errors import DatabaseInUse
 from multidb.errors import DropIncomplete
@@ -27,6 +35,8 @@ log = logging.getLogger('multidb.tenants.lifecycle')
 
 # The lock files of FileStorageBackend.name_lock.
 _LOCK_SUFFIX = '.multidb-lock'
+# A progress callback (see ITenants): expire calls it with 1 per tenant.
+_Progress = Optional[Callable[[int], Any]]
 
 
 class Maintenance:
@@ -39,7 +49,9 @@ class Maintenance:
 
     # -- expiry -----------------------------------------------------------
 
-    def expire(self, now=None, *, progress=None):
+    def expire(self, now: Union[datetime.datetime, datetime.timedelta,
+                                float, str, None] = None, *,
+               progress: _Progress = None) -> List[Dict[str, Any]]:
         """See ``ITenants.expire``."""
         when = _expiry(now, _now()) if now is not None else _now()
         due = [rec for rec in self.list() if rec.expired(when)]
@@ -78,7 +90,7 @@ class Maintenance:
 
     # -- repair -----------------------------------------------------------
 
-    def repair(self, *, dry_run=False):
+    def repair(self, *, dry_run: bool = False) -> List[Dict[str, Any]]:
         """See ``ITenants.repair``.
 
         It plans first and acts after, so that a dry run reports what the
@@ -283,7 +295,8 @@ class Maintenance:
 
     # -- relocation -------------------------------------------------------
 
-    def relocate(self, names=None, *, dry_run=False):
+    def relocate(self, names: Optional[Iterable[str]] = None, *,
+                 dry_run: bool = False) -> List[Dict[str, Any]]:
         """Apply the current configuration to the records, deliberately
         (repair never does): each record is pointed at its storage as the
         configuration spells its place now (a folder moved or reached
