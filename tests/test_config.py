@@ -253,10 +253,6 @@ def test_malformed(tmp_path, data, files, fragment, where, other):
     assert _tree(tmp_path / 'data') == before
 
 
-def test_malformed_count():
-    assert len(MALFORMED) >= 20
-
-
 def test_missing_archive_dir_loads_and_is_not_made(tmp_path, data):
     # Made on the first archive, not at load: loading touches nothing.
     c = _load(tmp_path, data,
