@@ -149,7 +149,7 @@ def move_into_place(tmp, path):
 
 
 @contextlib.contextmanager
-def replacing(path, *, refuse=None, exclusive=True):
+def replacing(path, *, refuse=None, exclusive=True, sync_folder=True):
     """Write the file path atomically: yields a file open for writing
     (binary) under the temporary name beside path (``tmp_name``, locked:
     see ``create_tmp``); when the block ends, the file is flushed to
@@ -161,7 +161,10 @@ def replacing(path, *, refuse=None, exclusive=True):
     rename, and refuse(path) is raised when it does.  exclusive=False
     truncates a temporary file of the same name (a killed process of
     the same pid left it) instead of failing: for callers that never
-    write the same path from two threads at once."""
+    write the same path from two threads at once.  sync_folder=False
+    leaves flushing the folder to the caller, who must do it before
+    anything relies on the new name (it has more to make there, and one
+    flush serves all)."""
     tmp = tmp_name(path)
     try:
         with create_tmp(tmp, exclusive) as out:
@@ -173,16 +176,17 @@ def replacing(path, *, refuse=None, exclusive=True):
             # Renamed while still locked: never an unlocked moment under
             # the temporary name.
             os.replace(tmp, path)
-        fsync_dir(path)
+        if sync_folder:
+            fsync_dir(path)
     except BaseException:
         unlink_if_present(tmp)
         raise
 
 
-def write_file(path, data):
+def write_file(path, data, sync_folder=True):
     """Replace the file path with data (bytes) atomically (see
     ``replacing``)."""
-    with replacing(path, exclusive=False) as f:
+    with replacing(path, exclusive=False, sync_folder=sync_folder) as f:
         f.write(data)
 
 

@@ -3,6 +3,7 @@ failure leaves behind, and what is flushed to disk, in which order."""
 import hashlib
 import io
 import os
+import sys
 
 import pytest
 
@@ -273,5 +274,41 @@ def test_a_snapshot_is_in_its_folder_for_good_before_it_is_recorded(
         assert events[moved + 1:moved + 3] == [
             ('fsync', ident(os.path.dirname(path))),
             ('step', 'snapshot.written')]
+    finally:
+        c.close()
+
+
+def test_a_new_tenant_is_in_its_folder_for_good_before_it_is_recorded(
+        tmp_path, monkeypatch):
+    # create: the id file and the data file are made in the tenants'
+    # folder, which is flushed once both are there; the data file is
+    # flushed too; both before the catalog commits the record.
+    c, t = fs_tenants(tmp_path)
+    try:
+        t.create('first')          # makes the folder and the catalog
+        folder = tmp_path / 'tenants'
+        data = folder / 'acme.fs'
+        log = []
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            st = os.fstat(fd)
+            what = (st.st_dev, st.st_ino)
+            if what == ident(folder):
+                log.append(('folder', data.exists(),
+                            (folder / 'acme.fs.multidb-id').exists()))
+            elif data.exists() and what == ident(data):
+                log.append(('data',))
+            elif what == ident(tmp_path / 'catalog.fs'):
+                log.append(('catalog',))
+            return real_fsync(fd)
+        monkeypatch.setattr(os, 'fsync', fsync)
+        # (FileStorage took its own reference to os.fsync.)
+        monkeypatch.setattr(sys.modules['ZODB.FileStorage.FileStorage'],
+                            'fsync', fsync)
+        t.create('acme')
+        record = log.index(('catalog',))
+        assert ('folder', True, True) in log[:record]
+        assert ('data',) in log[:record]
     finally:
         c.close()

@@ -30,6 +30,7 @@ from multidb.errors import MissingStorage
 from multidb.errors import NotWritable
 from multidb.errors import StorageInTheWay
 from multidb.files import TMP_SUFFIX
+from multidb.files import fsync_dir
 from multidb.files import move_into_place
 from multidb.files import rmtree_if_present
 from multidb.files import tmp_name
@@ -241,9 +242,16 @@ class FileStorageBackend:
 
     def prepare(self, settings: _Settings) -> None:
         """Make sure the folder exists and the tenant's id is beside the
-        (future) data file; the file itself is made on first open."""
+        (future) data file; the file itself is made on first open.
+
+        The folder is not flushed here: what comes next makes the data
+        file in it and flushes it once for both (the create's first open,
+        see _open_fs; load's move into place)."""
         path = settings['path']
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+            fsync_dir(folder)   # the new folder's own name
         tid = settings.get('id')
         if tid is None:
             return   # a tenant recorded before ids were kept
@@ -255,7 +263,7 @@ class FileStorageBackend:
                 _name_of(self, path), path,
                 f"belongs to another tenant (id {found})" if found
                 else "carries no tenant id")
-        _write_id(path + ID_FILE, tid)
+        _write_id(path + ID_FILE, tid, sync_folder=False)
 
     def mark(self, settings: _Settings) -> None:
         """Store settings' tenant id beside the data file (relocate gives
@@ -460,10 +468,10 @@ def _read_id(path):
     return tid if is_tenant_id(tid) else None
 
 
-def _write_id(path, tid):
+def _write_id(path, tid, sync_folder=True):
     # Atomically: a crash leaves the id or nothing, never half of one.
     write_file(path, json.dumps({'multidb': 'tenant', 'id': tid})
-               .encode('ascii') + b'\n')
+               .encode('ascii') + b'\n', sync_folder=sync_folder)
 
 
 def _open_fs(path, options, name, create):
@@ -473,7 +481,18 @@ def _open_fs(path, options, name, create):
         raise MissingStorage(name or path, path)
     if isinstance(options.get('packer'), str):
         options = dict(options, packer=_resolve_packer(options['packer']))
-    return FileStorage(path, **options)
+    storage = FileStorage(path, **options)
+    if create:
+        # The new data file's name, and its id file's (prepare() left the
+        # folder unflushed for this one flush), must survive a crash
+        # before the catalog records the tenant: never a record without
+        # data.  (FileStorage flushes its file, not the folder.)
+        try:
+            fsync_dir(path)
+        except BaseException:
+            storage.close()
+            raise
+    return storage
 
 
 _DOTTED = re.compile(r'[A-Za-z_][\w.]*\Z')
