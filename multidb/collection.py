@@ -7,8 +7,10 @@ import errno
 import gc
 import inspect
 import logging
+import os
 import threading
 import time
+import traceback
 import weakref
 from typing import TYPE_CHECKING
 from typing import Any
@@ -172,6 +174,13 @@ def _current(tm):
         return None
 
 
+def _group_leaked(description, connections, stack):
+    # A tracked group was garbage-collected while open (track_groups).
+    log.warning("%s was garbage-collected without being closed, holding"
+                " %s; it was made at:\n%s", description,
+                sorted(connections) or 'no connection', stack)
+
+
 class _Databases(collections.abc.MutableMapping):
     """The ``databases`` mapping every database of a collection shares.
 
@@ -263,10 +272,19 @@ class Collection:
     file-descriptor limit, see :func:`default_max_open`).
     ``open_timeout``: how long opening a database waits for a slot when
     ``max_open`` databases are all in use, before ``TooManyOpen``.
+    ``track_groups``: remember where each group was made, and log (a
+    warning) a group garbage-collected while still open, with that stack;
+    default: whether the environment variable ``MULTIDB_TRACK_GROUPS`` is
+    set (not empty, not ``0``).  Off, it costs nothing.
     """
 
     def __init__(self, *, max_open: Optional[int] = None,
-                 open_timeout: float = 30.0) -> None:
+                 open_timeout: float = 30.0,
+                 track_groups: Optional[bool] = None) -> None:
+        if track_groups is None:
+            track_groups = os.environ.get('MULTIDB_TRACK_GROUPS', '') \
+                not in ('', '0')
+        self.track_groups = bool(track_groups)
         if max_open is None:
             max_open = default_max_open()
         if not isinstance(max_open, int) or max_open < 1:
@@ -556,9 +574,17 @@ class Collection:
                 raise GroupExists(transaction_manager)
         group = ConnectionGroup(self, transaction_manager)
         groups[transaction_manager] = weakref.ref(group)
+        if self.track_groups:
+            # Not the group itself: the finalizer must not keep it alive.
+            stack = ''.join(traceback.format_stack()[:-1])
+            group._leak_finalizer = weakref.finalize(
+                group, _group_leaked, repr(group), group.connections, stack)
         return group
 
     def _forget_group(self, group):
+        finalizer = getattr(group, '_leak_finalizer', None)
+        if finalizer is not None:
+            finalizer.detach()
         groups = self._groups
         ref = groups.get(group.transaction_manager)
         if ref is not None and ref() in (group, None):
