@@ -59,6 +59,7 @@ from ZODB.MappingStorage import MappingStorage
 
 import multidb
 from benchutil import fig
+from benchutil import filestorage_bytes
 from benchutil import table
 from benchutil import verdict
 
@@ -375,18 +376,7 @@ def make_cache(folder, count):
         return cache_paths(folder, count)
     t0 = time.perf_counter()
     os.makedirs(folder, exist_ok=True)
-    template = os.path.join(folder, 'template.fs')
-    for ext in ('', '.index', '.lock', '.tmp'):
-        if os.path.exists(template + ext):
-            os.remove(template + ext)
-    db = ZODB.DB(FileStorage(template))
-    with db.transaction() as conn:
-        conn.root()['n'] = 0
-    db.close()
-    with open(template, 'rb') as f:
-        data = f.read()
-    with open(template + '.index', 'rb') as f:
-        index = f.read()
+    data, index = filestorage_bytes(folder, 'n')
     paths = cache_paths(folder, count)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     for i, path in enumerate(paths):

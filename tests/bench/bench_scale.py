@@ -117,6 +117,7 @@ from multidb.tenants import catalog as mcatalog
 from multidb.tenants.catalog import TenantRecord
 from benchutil import Runs as Results
 from benchutil import fig
+from benchutil import filestorage_bytes
 from benchutil import table
 from benchutil import verdict
 
@@ -343,19 +344,8 @@ def build_population(n, folder, rebuild=False):
     os.makedirs(p['raw'])
     t0 = time.perf_counter()
     # One tenant file made by ZODB: what tenants.create makes, with
-    # root['x'] = 0.  A FileStorage file holds no trace of its path.
-    template = os.path.join(folder, 'template.fs')
-    db = ZODB.DB(FileStorage(template))
-    with db.transaction() as conn:
-        conn.root()['x'] = 0
-    db.close()
-    with open(template, 'rb') as f:
-        data = f.read()
-    with open(template + '.index', 'rb') as f:
-        index = f.read()
-    for ext in ('', '.index', '.lock', '.tmp'):
-        if os.path.exists(template + ext):
-            os.remove(template + ext)
+    # root['x'] = 0.
+    data, index = filestorage_bytes(folder, 'x')
     backend = backend_in(folder)
     now = mcatalog.now()
     records = []

@@ -78,3 +78,30 @@ class Runs:
 
     def __contains__(self, key):
         return key in self.data
+
+
+def filestorage_bytes(folder, key):
+    """(data, index): the bytes of a FileStorage file made by ZODB in
+    folder, whose root holds {key: 0}, and of its index; copies of them
+    are databases (a FileStorage file holds no trace of its path)."""
+    import os
+
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    template = os.path.join(folder, 'template.fs')
+
+    def clear():
+        for ext in ('', '.index', '.lock', '.tmp'):
+            if os.path.exists(template + ext):
+                os.remove(template + ext)
+    clear()
+    db = ZODB.DB(FileStorage(template))
+    with db.transaction() as conn:
+        conn.root()[key] = 0
+    db.close()
+    with open(template, 'rb') as f:
+        data = f.read()
+    with open(template + '.index', 'rb') as f:
+        index = f.read()
+    clear()
+    return data, index
