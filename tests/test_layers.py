@@ -32,8 +32,9 @@ FLOORS = [
     {'multidb.cli.collection_commands', 'multidb.cli.tenant_commands',
      'multidb.cli.copy_commands', 'multidb.cli.maintenance_commands'},
     {'multidb.cli', 'multidb.cli.__main__'},
-    # Web applications: the WSGI middleware.
-    {'multidb.wsgi'},
+    # Web applications: the WSGI middleware, and Pyramid (which reuses
+    # its resolvers).
+    {'multidb.wsgi', 'multidb.pyramid'},
 ]
 # The package's facade re-exports from every floor.
 FACADE = 'multidb'

@@ -1,0 +1,181 @@
+"""multidb.pyramid: config.include('multidb.pyramid') in a real Pyramid
+application served by waitress."""
+import threading
+
+import pytest
+import transaction
+from ZODB.POSException import ConflictError
+
+from helpers import tenants_config
+from test_wsgi import Server
+from multidb import glue
+from multidb.config import collectionFromFiles
+
+pytest.importorskip('pyramid')
+pytest.importorskip('pyramid_tm')
+pytest.importorskip('pyramid_retry')
+pytest.importorskip('waitress')
+from pyramid.config import Configurator  # noqa: E402
+from pyramid.request import Request  # noqa: E402
+from pyramid.response import Response  # noqa: E402
+
+TENANTS = ['t0', 't1', 't2', 't3']
+
+
+@pytest.fixture
+def conf(tmp_path):
+    """A configuration file of FileStorage tenants (max-open 3, below
+    the tenant count), with the tenants created."""
+    path = tmp_path / 'app.conf'
+    path.write_text(tenants_config('', '$data/tenants').replace(
+        '<multidb>', '<multidb>\n  max-open 3'))
+    defines = {'data': str(tmp_path / 'data')}
+    (tmp_path / 'data').mkdir()
+    c = collectionFromFiles([str(path)], defines=defines)
+    try:
+        for name in TENANTS:
+            c.tenants.create(name)
+    finally:
+        c.close()
+    return path, defines
+
+
+def make_app(path, defines, fail_once=None, **settings):
+    settings = dict(settings)
+    settings['multidb.config'] = str(path)
+    settings.update({f'multidb.define.{k}': v for k, v in defines.items()})
+    settings.setdefault('retry.attempts', '20')
+    config = Configurator(settings=settings)
+    config.include('pyramid_retry')
+    config.include('multidb.pyramid')
+    failed = []
+
+    def count(request):
+        root = request.tenant_root
+        root['count'] = root.get('count', 0) + 1
+        if fail_once is not None and not failed:
+            failed.append(request.tenant)
+            raise ConflictError()
+        return Response(f"{request.tenant} {root['count']}",
+                        content_type='text/plain')
+    config.add_route('count', '/count')
+    config.add_view(count, route_name='count')
+    app = config.make_wsgi_app()
+    app.failed = failed
+    return app
+
+
+def in_use(collection):
+    busy = {}
+    for name in TENANTS + ['catalog']:
+        db = collection.peek(name)
+        if db is not None and glue.connections_in_use(db):
+            busy[name] = glue.connections_in_use(db)
+    return busy
+
+
+@pytest.mark.slow
+def test_threads_against_waitress(conf):
+    path, defines = conf
+    app = make_app(path, defines)
+    coll = app.registry.multidb
+    server = Server(app, threads=4)
+    counts = {name: [] for name in TENANTS}
+    errors = []
+    lock = threading.Lock()
+
+    def client(k):
+        try:
+            for j in range(25):
+                name = TENANTS[(k + j) % len(TENANTS)]
+                status, body = server.get(f'{name}.example.com', '/count')
+                if status != 200:
+                    errors.append((name, status, body))
+                    continue
+                got, n = body.split()
+                if got != name:
+                    errors.append((name, body))
+                with lock:
+                    counts[name].append(int(n))
+        except Exception as e:   # pragma: no cover
+            errors.append(repr(e))
+    try:
+        threads = [threading.Thread(target=client, args=(k,))
+                   for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        for name in TENANTS:
+            assert sorted(counts[name]) == list(range(1, 26))
+        status, body = server.get('initech.example.com', '/count')
+        assert status == 404
+        status, body = server.get('catalog.example.com', '/count')
+        assert status == 404
+    finally:
+        server.close()
+    assert in_use(coll) == {}
+    for name in TENANTS:   # one at a time: max_open is 3
+        with coll.transaction(transaction.TransactionManager()) as g:
+            assert g.root(name)['count'] == 25
+    coll.close()
+
+
+def test_conflict_is_retried_by_pyramid_retry(conf):
+    path, defines = conf
+    app = make_app(path, defines, fail_once=True)
+    coll = app.registry.multidb
+    server = Server(app, threads=2)
+    try:
+        assert server.get('t1.example.com', '/count') == (200, 't1 1')
+        assert app.failed == ['t1']
+        assert server.get('t1.example.com', '/count') == (200, 't1 2')
+    finally:
+        server.close()
+    assert in_use(coll) == {}
+    coll.close()
+
+
+def test_path_and_header(conf):
+    path, defines = conf
+    app = make_app(path, defines, **{'multidb.tenant_from': 'path'})
+    try:
+        resp = Request.blank('/t2/count').get_response(app)
+        assert (resp.status_int, resp.text) == (200, 't2 1')
+        resp = Request.blank('/nobody/count').get_response(app)
+        assert resp.status_int == 404
+    finally:
+        app.registry.multidb.close()
+    app = make_app(path, defines, **{'multidb.tenant_from': 'header',
+                                     'multidb.tenant_header': 'X-Org'})
+    try:
+        resp = Request.blank('/count', headers={'X-Org': 't2'}
+                             ).get_response(app)
+        assert (resp.status_int, resp.text) == (200, 't2 2')
+        assert Request.blank('/count').get_response(app).status_int == 404
+        assert in_use(app.registry.multidb) == {}
+    finally:
+        app.registry.multidb.close()
+
+
+def test_zodburi_settings():
+    config = Configurator(settings={
+        'zodbconn.uri': 'memory://?database_name=main',
+        'zodbconn.uri.sessions': 'memory://sessions'})
+    config.include('multidb.pyramid')
+    coll = config.registry.multidb
+    try:
+        assert sorted(coll.configuration.sources) == ['main', 'sessions']
+    finally:
+        coll.close()
+
+
+def test_bad_settings():
+    from pyramid.exceptions import ConfigurationError
+    with pytest.raises(ConfigurationError):
+        Configurator(settings={}).include('multidb.pyramid')
+    with pytest.raises(ConfigurationError):
+        Configurator(settings={'zodbconn.uri': 'memory://',
+                               'multidb.tenant_from': 'cookie'}
+                     ).include('multidb.pyramid')
