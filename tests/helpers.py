@@ -133,3 +133,16 @@ def repair_while_paused(worker, step, repair_argv, env, paused=None):
                 proc.kill()
                 proc.wait()
     return json.loads(out)
+
+
+def run_threads(target, count, timeout):
+    """Run target(k) in count threads (k = 0 .. count - 1), wait for them
+    up to timeout seconds each; the threads still alive (a list)."""
+    import threading
+    threads = [threading.Thread(target=target, args=(k,))
+               for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return [t for t in threads if t.is_alive()]

@@ -6,6 +6,7 @@ import pytest
 import transaction
 from ZODB.POSException import ConflictError
 
+from helpers import run_threads
 from helpers import tenants_config
 from test_wsgi import Server
 from multidb import glue
@@ -100,12 +101,7 @@ def test_threads_against_waitress(conf):
         except Exception as e:   # pragma: no cover
             errors.append(repr(e))
     try:
-        threads = [threading.Thread(target=client, args=(k,))
-                   for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        assert run_threads(client, 4, 120) == []
         assert errors == []
         for name in TENANTS:
             assert sorted(counts[name]) == list(range(1, 26))

@@ -12,6 +12,7 @@ from ZODB.POSException import ConflictError
 
 import multidb
 from helpers import fs_tenants
+from helpers import run_threads
 from multidb import glue
 from multidb.wsgi import TenantMiddleware
 from multidb.wsgi import tenant_from_host
@@ -121,12 +122,7 @@ def test_threads_against_waitress(tenants):
             conn.close()
 
     try:
-        threads = [threading.Thread(target=client, args=(k,))
-                   for k in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(300)
+        assert run_threads(client, 8, 300) == []
         assert errors == []
         assert sum(len(v) for v in results.values()) == 8 * 50
         # Each committed count seen once: 1 .. the requests of the tenant.
