@@ -469,6 +469,15 @@ class ITenants(Interface):
     def list():
         """Every record, sorted by name."""
 
+    def is_tenant(name):
+        """Is name a tenant's database of the collection (not the catalog
+        nor a configured database)?  Answered from the tenants this
+        process has declared, without reading the catalog (a request's
+        path); a name not declared yet is looked up in the catalog (and
+        declared when it is a tenant).  A tenant dropped by another
+        process may still be declared: opening it then raises
+        ``UnknownDatabase``."""
+
     def records(batch=1000):
         """Every record, sorted by name, as an iterator that reads the
         catalog batch records at a time, each batch in a transaction of

@@ -37,8 +37,8 @@ from ZODB.POSException import ConnectionStateError
 from multidb.config import collectionFromFiles
 from multidb.config import collectionFromString
 from multidb.errors import NoSuchTenant
-from multidb.errors import NotConfigured
 from multidb.errors import UnknownDatabase
+from multidb.wsgi import known
 from multidb.wsgi import tenant_from_header
 from multidb.wsgi import tenant_from_host
 from multidb.wsgi import tenant_from_path
@@ -112,20 +112,6 @@ def _resolver(settings):
             (settings.get(TENANT_HEADER) or 'X-Tenant').strip())
     raise _configuration_error(
         f"{TENANT_FROM} must be host, path or header, not {how!r}")
-
-
-def known(collection, name):
-    """Is name a tenant (with tenants: in the catalog; without: a
-    database of the collection)?  multidb.wsgi's rule."""
-    try:
-        tenants = collection.tenants
-    except NotConfigured:
-        return name in collection
-    try:
-        tenants.get(name)
-    except NoSuchTenant:
-        return False
-    return True
 
 
 # -- request properties ---------------------------------------------------------

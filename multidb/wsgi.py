@@ -67,6 +67,18 @@ def tenant_from_header(header):
     return resolve
 
 
+def known(collection, name):
+    """Is name a tenant of the collection?  With tenants, one of theirs
+    (``ITenants.is_tenant``: a database that is not a tenant, such as the
+    catalog, is never served; no catalog read per request); without, a
+    database of the collection."""
+    try:
+        tenants = collection.tenants
+    except NotConfigured:
+        return name in collection
+    return tenants.is_tenant(name)
+
+
 def default_commit_veto(environ, status, headers):
     """Abort the transaction of a response whose status is 5xx."""
     return status.startswith('5')
@@ -240,18 +252,8 @@ class TenantMiddleware:
     # -- tenants -----------------------------------------------------------
 
     def known(self, name):
-        """Does the tenant exist?  With tenants, its catalog says (so a
-        database that is not a tenant, such as the catalog, is never
-        served); without, the collection."""
-        try:
-            tenants = self.collection.tenants
-        except NotConfigured:
-            return name in self.collection
-        try:
-            tenants.get(name)
-        except NoSuchTenant:
-            return False
-        return True
+        """See ``known``."""
+        return known(self.collection, name)
 
     @staticmethod
     def _is_gone(error, name):

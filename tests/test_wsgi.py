@@ -15,6 +15,7 @@ from helpers import fs_tenants
 from helpers import run_threads
 from multidb import glue
 from multidb.wsgi import TenantMiddleware
+from multidb.wsgi import known
 from multidb.wsgi import tenant_from_host
 from multidb.wsgi import tenant_from_path
 
@@ -52,8 +53,19 @@ class Server:
         self.server = waitress.create_server(
             app, host='127.0.0.1', port=0, threads=threads)
         self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
+
+    def _loop(self):
+        # waitress's own run(), in short turns, so that the server is
+        # closed here, in its loop thread, once asked (closing its sockets
+        # from another thread breaks its select(); waking it through its
+        # trigger races with the trigger's own close).
+        server = self.server
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+        wasyncore.close_all(server._map)
 
     def get(self, host, path='/', conn=None):
         own = conn is None
@@ -69,13 +81,8 @@ class Server:
                 conn.close()
 
     def close(self):
-        # Closed in the server's own loop thread, which then ends (its
-        # map empty): closing its sockets from here would break its
-        # select().
-        server = self.server
-        server.task_dispatcher.shutdown()
-        server.trigger.pull_trigger(
-            lambda: wasyncore.close_all(server._map))
+        self.server.task_dispatcher.shutdown()
+        self._stop.set()
         self.thread.join(10)
         assert not self.thread.is_alive()
 
@@ -336,4 +343,26 @@ def test_collection_tracks_leaked_groups(tmp_path, caplog):
             assert caplog.text.count('garbage-collected') == 1
         else:
             assert caplog.text == ''
+        c.close()
+
+
+def test_a_request_on_a_known_tenant_reads_no_catalog(tmp_path):
+    # The tenant check is answered from the tenants this process declared:
+    # no catalog transaction per request (a new name is looked up once).
+    c, t = fs_tenants(tmp_path)
+    try:
+        t.create('acme')
+        reads = []
+        real = t._record
+
+        def counting(name):
+            reads.append(name)
+            return real(name)
+        t._record = counting
+        assert known(c, 'acme') and known(c, 'acme')
+        assert reads == []
+        assert not known(c, 'catalog') and not known(c, 'nobody')
+        assert reads == ['nobody']
+        assert not known(c, 'nobody')   # never declared: asked again
+    finally:
         c.close()

@@ -210,6 +210,14 @@ class CatalogAccess:
         """See ``INameResolver.declare_all``."""
         self.load()
 
+    def is_tenant(self, name: str) -> bool:
+        """See ``ITenants.is_tenant``."""
+        if name in self._declared:
+            return True
+        if name in self.collection:
+            return False   # the catalog, or a configured database
+        return self.resolve(name)
+
     def resolve(self, name: str) -> bool:
         """See ``INameResolver.resolve``: declare name if the catalog has
         it."""
