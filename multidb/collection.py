@@ -359,6 +359,11 @@ class Collection:
         return entry.db
 
     @property
+    def closed(self) -> bool:
+        """See :attr:`multidb.interfaces.ICollection.closed`."""
+        return self._closed
+
+    @property
     def open_count(self) -> int:
         """How many databases count against max_open: open, being opened
         or being closed, except those holding no files (in memory)."""

@@ -23,12 +23,16 @@ audited here.  What is used, and why:
 - ``FileStorage._pos``, ``_lock``, ``_is_read_only``, ``_save_index``: the
   committed length of a FileStorage file, and skipping the rewrite of an
   index that is current when a database that wrote nothing closes.
+- ``DB._mvcc_storage``: the receiver of a ZEO client's invalidations,
+  which ``prefetch_changes`` forwards to after warming the client cache.
 """
 import logging
 import weakref
 from io import BytesIO
 
 import ZODB
+from ZODB.utils import p64
+from ZODB.utils import u64
 from ZODB._compat import PersistentUnpickler
 from ZODB.Connection import Connection as _ZConnection
 from ZODB.POSException import ConnectionStateError
@@ -84,6 +88,69 @@ def pushes_invalidations(storage):
     except ImportError:  # pragma: no cover (ZEO is a dependency)
         pass
     return isinstance(storage, kinds)
+
+
+class _PrefetchingReceiver:
+    """Stands between a ZEO client storage and the database that receives
+    its invalidations (ZODB's MVCC adapter): passes each invalidation on,
+    then asks the server for the objects' new states, so they are in the
+    client's cache by the time a connection loads them.
+
+    Called in ZEO's I/O thread: ``prefetch`` only schedules the loads
+    there (it does not wait), and a load that a connection starts
+    meanwhile joins the one in flight (ZEO collapses them)."""
+
+    def __init__(self, receiver, storage, on_change):
+        self._receiver = receiver
+        self._storage = storage
+        self._on_change = on_change
+
+    def invalidate(self, tid, oids):
+        self._receiver.invalidate(tid, oids)
+        if self._on_change is not None:
+            try:
+                self._on_change(tid)
+            except Exception:
+                log.exception("the change callback of %r failed",
+                              self._storage)
+        try:
+            # The states as of tid, under the key a connection polling
+            # after tid loads with (before tid + 1).
+            self._storage.prefetch(
+                list(oids), p64(u64(tid) + 1))
+        except Exception:  # disconnected: loaded on demand instead
+            log.debug("prefetching objects changed in %r failed",
+                      self._storage, exc_info=True)
+
+    def __getattr__(self, name):
+        return getattr(self._receiver, name)
+
+
+def prefetch_changes(db, on_change=None):
+    """When db's storage is a ZEO client, load the objects that other
+    clients change as soon as the server tells of the change, off the
+    caller's path: the next transaction reading them (the tenant catalog,
+    after a create elsewhere) finds them in the client cache instead of
+    waiting for a round trip to the server.  on_change(tid), if given, is
+    called for each such transaction (in ZEO's I/O thread: it must not
+    block or use the storage; the storage's ``lastTransaction()`` reaches
+    tid just after).  Returns whether it applies (False for any other
+    storage); once per database."""
+    try:
+        from ZEO.ClientStorage import ClientStorage
+    except ImportError:  # pragma: no cover (ZEO is a dependency)
+        return False
+    storage = db.storage
+    if not isinstance(storage, ClientStorage):
+        return False
+    receiver = db._mvcc_storage
+    if getattr(db, '_multidb_prefetching', False):
+        return True
+    # registerDB (public storage API) names the one invalidation
+    # receiver; the MVCC adapter registered itself so.
+    storage.registerDB(_PrefetchingReceiver(receiver, storage, on_change))
+    db._multidb_prefetching = True
+    return True
 
 
 def pool_lock(db):

@@ -47,6 +47,10 @@ class ICollection(Interface):
         "or by ``multidb.Tenants(collection, ...)``.  Reading it raises "
         "``NotConfigured`` on a collection without tenants.")
 
+    closed = Attribute(
+        "True once close() was called: the collection opens nothing"
+        " more.")
+
     open_count = Attribute(
         "How many databases count against ``max_open`` right now: open, "
         "being opened or being closed, except those holding no files (in "

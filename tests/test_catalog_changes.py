@@ -65,9 +65,12 @@ class _CountingDict(dict):
         return super().get(*a)
 
 
-def _zeo_pair(zeo_server, tmp_path):
+def _zeo_pair(zeo_server, tmp_path, catch_up=True):
     # Two collections on one catalog served by ZEO, as two processes
     # have; a MappingStorage 'main' for requests that touch no tenant.
+    # catch_up=False: the second one applies the changes made elsewhere
+    # only in its requests' refresh, never in the background (so that a
+    # test sees what that refresh reads).
     host, port = zeo_server.address
     made = []
     for _ in range(2):
@@ -79,6 +82,8 @@ def _zeo_pair(zeo_server, tmp_path):
         multidb.Tenants(c, catalog='catalog', backend=FileStorageBackend(
             str(tmp_path / 't' / '{name}.fs')))
         made.append(c)
+    if not catch_up:
+        made[1].tenants._changed_elsewhere = lambda tid: None
     return made
 
 
@@ -95,7 +100,7 @@ def _last_tid(c):
 
 
 def test_refresh_reads_only_what_changed(zeo_server, tmp_path):
-    a, b = _zeo_pair(zeo_server, tmp_path)
+    a, b = _zeo_pair(zeo_server, tmp_path, catch_up=False)
     try:
         for i in range(50):
             a.tenants.create(f't{i}')
@@ -128,7 +133,7 @@ def test_refresh_reads_only_what_changed(zeo_server, tmp_path):
 def test_process_behind_the_log_reads_the_whole_catalog(
         zeo_server, tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, 'LOG_KEEP', 3)
-    a, b = _zeo_pair(zeo_server, tmp_path)
+    a, b = _zeo_pair(zeo_server, tmp_path, catch_up=False)
     try:
         for name in ('x', 'y', 'z'):
             a.tenants.create(name)
@@ -147,6 +152,49 @@ def test_process_behind_the_log_reads_the_whole_catalog(
             g.root('main')
         assert declared.walks == 1       # read everything once
         assert 'x' not in b and 'y' in b and 'z' in b
+    finally:
+        a.close()
+        b.close()
+
+
+def _until(condition, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.005)
+
+
+def test_changes_elsewhere_are_applied_without_a_request(
+        zeo_server, tmp_path):
+    # A ZEO catalog: the server's invalidations make b apply a drop made
+    # in a at once, in the background; b's next request reads nothing.
+    a, b = _zeo_pair(zeo_server, tmp_path)
+    try:
+        for i in range(5):
+            a.tenants.create(f't{i}')
+        a.remove('t1')        # FileStorage: one process at a time
+        with b.transaction() as g:
+            g.root('t1')['x'] = 1
+        b.tenants.load()
+        assert b.is_open('t1')
+        with b.transaction() as g:
+            g.root('main')
+        declared = b.tenants._declared = _CountingDict(b.tenants._declared)
+        a.tenants.drop('t1')
+        a.tenants.create('new')
+        a.remove('new')
+        # No request in b: its open database of t1 is closed, the name
+        # gone, within moments.
+        _until(lambda: 't1' not in b)
+        assert 't2' in b
+        _until(lambda: b.tenants._tid_seen == _last_tid(a))
+        assert declared.walks == 0
+        with b.transaction() as g:
+            g.root('main')
+            assert 'catalog' not in g.connections
+        assert 'new' in b.tenants
+        with b.transaction() as g:
+            assert g.root('new') is not None
     finally:
         a.close()
         b.close()

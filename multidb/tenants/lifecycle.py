@@ -155,6 +155,15 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
         self._tid_seen = None
         self._pushes = False
         self._polled_at = 0.0
+        # The transaction to catch up with / a catch-up is running (see
+        # _changed_elsewhere).
+        self._behind = None
+        self._catching_up = False
+        self._catcher = None           # its thread
+        self._caught_up = threading.Condition(self._lock)
+        #: How long a refresh waits for a catch-up in progress before it
+        #: reads the catalog itself, in seconds.
+        self.catch_up_wait = 1.0
         #: How often refresh() polls a catalog whose storage does not push
         #: invalidations (RelStorage), in seconds.
         self.catalog_poll_interval = catalog_poll_interval
