@@ -7,6 +7,8 @@ implementation modules.
 from multidb.collection import Collection
 #: A group of connections sharing a transaction manager.
 from multidb.group import ConnectionGroup
+#: A stable stand-in for a database of a collection (Collection.handle).
+from multidb.handles import DatabaseHandle
 #: The tenant lifecycle of a collection (see ``ITenants``).
 from multidb.tenants.lifecycle import Tenants
 #: Tenants as FileStorage files.
@@ -46,10 +48,14 @@ from multidb.errors import DropIncomplete
 from multidb.errors import NotWritable
 from multidb.errors import ServerUnavailable
 from multidb.errors import UnreadableRecord
+from multidb.errors import TenantBehind
+from multidb.errors import RunExpired
+from multidb.errors import CrossTenantReference
 
 __all__ = [
     'Collection',
     'ConnectionGroup',
+    'DatabaseHandle',
     'Tenants',
     'FileStorageBackend',
     'RelStorageBackend',
@@ -70,6 +76,9 @@ __all__ = [
     'NotWritable',
     'ServerUnavailable',
     'UnreadableRecord',
+    'TenantBehind',
+    'RunExpired',
+    'CrossTenantReference',
     'CollectionClosed',
     'DatabaseInUse',
     'DuplicateName',

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
 from typing import ContextManager
+from typing import Dict
 from typing import Iterable
 from typing import Iterator
 from typing import List
@@ -42,6 +43,7 @@ from multidb.errors import NotConfigured
 from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
 from multidb.group import ConnectionGroup
+from multidb.handles import DatabaseHandle
 from multidb.interfaces import ICollection
 from multidb.interfaces import ITenants
 from multidb.retry import AttemptWithBackoff
@@ -122,7 +124,7 @@ class _Entry:
     # Slots: a process may declare 100,000 of these.
     __slots__ = ('name', 'factory', 'db_kwargs', 'db', 'state', 'pins',
                  'origin', 'evictable', 'counted', 'owner', 'dynamic',
-                 'used')
+                 'used', 'settings')
 
     def __init__(self, name, factory, db_kwargs, origin=None, dynamic=False):
         self.name = name
@@ -150,6 +152,10 @@ class _Entry:
         # Set by every use, cleared by the eviction scan (see _evict): a
         # use costs no lock and no reordering.
         self.used = False
+        # What was set on the database after it opened (its activity
+        # monitor, cache and pool sizes: glue.KEPT_SETTINGS), applied
+        # again when it is reopened after an eviction; None: nothing.
+        self.settings = None
 
     def serves(self, db):
         # Is db this name's open database?  (Asked under db's pool lock.)
@@ -312,6 +318,17 @@ class Collection:
         #: Names of databases whose connections finish last in a two-phase
         #: commit (see ICollection.commit_last).
         self.commit_last = set()
+        #: Called for each cross-database reference a commit stores (see
+        #: ICollection.reference_checks).
+        self.reference_checks = []
+        #: Called, without arguments, once the collection is closed (see
+        #: ICollection.close_hooks).
+        self.close_hooks = []
+        #: Called with (name, tid) after each commit to a database of the
+        #: collection made in this process (see ICollection.commit_hooks).
+        self.commit_hooks = []
+        # name -> its DatabaseHandle, while somebody holds it.
+        self._handles = weakref.WeakValueDictionary()
         self._resolver = None
         self.databases = _Databases(self)
         #: What the collection was loaded from (a
@@ -525,6 +542,11 @@ class Collection:
                     self._really_close(db)
                 except Exception:
                     log.exception("closing database %r failed", entry.name)
+        for hook in self.close_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a close hook of %r failed", self)
 
     def __enter__(self) -> 'Collection':
         return self
@@ -581,10 +603,30 @@ class Collection:
         groups[transaction_manager] = weakref.ref(group)
         if self.track_groups:
             # Not the group itself: the finalizer must not keep it alive.
-            stack = ''.join(traceback.format_stack()[:-1])
+            stack = group.opened_at = ''.join(traceback.format_stack()[:-1])
             group._leak_finalizer = weakref.finalize(
                 group, _group_leaked, repr(group), group.connections, stack)
         return group
+
+    def group_of(self, transaction_manager: Any = None
+                 ) -> Optional[ConnectionGroup]:
+        """See :meth:`multidb.interfaces.ICollection.group_of`."""
+        if transaction_manager is None:
+            transaction_manager = transaction.manager.manager
+        ref = self._groups.get(transaction_manager)
+        group = ref() if ref is not None else None
+        if group is None or group.closed:
+            return None
+        return group
+
+    def connections_in_use(self) -> Dict[str, int]:
+        """See :meth:`multidb.interfaces.ICollection.connections_in_use`."""
+        counts = {}
+        for name, entry in list(self._entries.items()):
+            db = entry.db
+            if db is not None and entry.state is OPEN:
+                counts[name] = glue.connections_in_use(db)
+        return counts
 
     def _forget_group(self, group):
         finalizer = getattr(group, '_leak_finalizer', None)
@@ -819,6 +861,8 @@ class Collection:
                 self._cond.notify_all()
             raise
         db.databases = self.databases
+        if entry.settings:
+            glue.apply_settings(db, entry.settings)
         entry.evictable = made and not isinstance(storage, _IN_MEMORY)
         entry.counted = not _holds_no_files(storage)
         db._entry = entry
@@ -932,6 +976,53 @@ class Collection:
         return (entry is not None and entry.dynamic and entry.db is db and
                 resolver is not None and
                 resolver.open_failed(db.database_name, error))
+
+    def _setting_made(self, db, name, value):
+        """For glue: name(value) (a setter of glue.KEPT_SETTINGS) was
+        called on db: kept for the database's next openings, and passed
+        on to the open one when db is an evicted predecessor."""
+        entry = db._entry
+        if entry is None or self._entries.get(entry.name) is not entry:
+            return
+        settings = entry.settings
+        if settings is None:
+            settings = entry.settings = {}
+        settings[name] = value
+        current = entry.db
+        if current is not None and current is not db:
+            glue.apply_settings(current, {name: value})
+
+    def handle(self, name: str) -> 'DatabaseHandle':
+        """See :meth:`multidb.interfaces.ICollection.handle`."""
+        if name not in self._entries:
+            resolver = self._resolver
+            if resolver is None or not resolver.resolve(name):
+                raise UnknownDatabase(name)
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = DatabaseHandle(self, name)
+        return handle
+
+    def _configured(self, name):
+        """For glue: is name a database declared by configuration or code
+        (not by a resolver at run time, as tenants are)?"""
+        entry = self._entries.get(name)
+        return entry is not None and not entry.dynamic
+
+    def _committed(self, name, tid):
+        """For glue: this process committed tid to database name."""
+        for hook in self.commit_hooks:
+            try:
+                hook(name, tid)
+            except Exception:
+                # The commit is done: a hook's failure cannot undo it.
+                log.exception("a commit hook of %r failed", self)
+
+    def _reference_made(self, source, target, obj):
+        """For glue: a commit stores a reference from obj, of database
+        source, into database target."""
+        for check in self.reference_checks:
+            check(source, target, obj)
 
     def _reclaim(self, conn):
         """For glue: take conn out of its database's pool if it is idle

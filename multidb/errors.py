@@ -10,6 +10,7 @@ import errno
 import os
 
 from transaction.interfaces import TransientError
+from ZODB.POSException import InvalidObjectReference
 
 __all__ = [
     'MultiDBError',
@@ -32,6 +33,9 @@ __all__ = [
     'NotConfigured',
     'UnsignedArchive',
     'UnsafeArchive',
+    'TenantBehind',
+    'RunExpired',
+    'CrossTenantReference',
 ]
 
 
@@ -372,3 +376,61 @@ class UnreadableRecord(MultiDBError, TypeError):
     message = ("the catalog {catalog!r} holds a record this version of"
                " multidb cannot read ({found}): was it written by a newer"
                " version?")
+
+
+class TenantBehind(MultiDBError, RuntimeError):
+    """Raised by ``Tenants.check_generation`` when a tenant's data is at
+    a generation older than the application's code accepts (its schema
+    manager's ``minimum_generation``): run ``multidb evolve`` (or
+    ``Tenants.evolve``) first.  Nothing was changed."""
+
+    # (Not 'key': MultiDBError's own attribute.)
+    fields = ('name', 'generations_key', 'generation', 'minimum')
+    message = ("tenant {name!r} is at generation {generation} of"
+               " {generations_key!r},"
+               " older than the minimum {minimum}: evolve it first"
+               " ('multidb evolve')")
+
+
+class RunExpired(MultiDBError, ValueError):
+    """Raised by ``Tenants.run_all`` before anything runs when it is
+    asked to resume a run that started longer ago than the tenants keep
+    the marks of finished runs (``mark_ttl``): resuming it could run the
+    function again on tenants it finished.  Start a new run instead."""
+
+    fields = ('run_id', 'started', 'ttl')
+    message = ("run {run_id!r} started at {started}, longer ago than the"
+               " {ttl} s its marks are kept: it cannot be resumed safely;"
+               " start a new run")
+
+
+class CrossTenantReference(MultiDBError, InvalidObjectReference):
+    """Raised when a commit would store a reference from an object of one
+    tenant's database into another tenant's database (tenants are
+    isolated: ``Tenants(isolation=True)``, the default).  References into
+    the configured, shared databases are allowed.  The transaction cannot
+    commit; abort it."""
+
+    fields = ('source', 'target', 'obj')
+    message = ("a reference from tenant {source!r} into tenant {target!r}"
+               " was refused ({obj} of {source!r} would refer to an object"
+               " of {target!r}): tenants are isolated; refer only to the"
+               " shared, configured databases")
+
+
+class CannotWrite(MultiDBError, OSError):
+    """Raised when a file that multidb writes for the caller (an exported
+    configuration) cannot be written: ``path``, and ``error`` the
+    ``OSError`` met.  Nothing was written at path (the old file, if any,
+    is untouched)."""
+
+    def __init__(self, path, error):
+        self.path = path
+        self.error = error
+        super().__init__(
+            getattr(error, 'errno', None) or errno.EIO,
+            f"cannot write {os.fspath(path)}:"
+            f" {getattr(error, 'strerror', None) or error}")
+
+    def __str__(self):
+        return self.args[1]

@@ -19,7 +19,8 @@ audited here.  What is used, and why:
 - ``DB._returnToPool``: to wake callers waiting for a connection.
 - ``TransactionManager._txn``: whether a manager has a transaction at all.
 - ``storage._adapter.driver.disconnected_exceptions`` (RelStorage): the
-  driver's exceptions for a lost server connection.
+  driver's exceptions for a lost server connection; ``storage._adapter.
+  _dsn``: the connection string of a catalog on PostgreSQL, to LISTEN.
 - ``FileStorage._pos``, ``_lock``, ``_is_read_only``, ``_save_index``: the
   committed length of a FileStorage file, and skipping the rewrite of an
   index that is current when a database that wrote nothing closes.
@@ -153,6 +154,18 @@ def prefetch_changes(db, on_change=None):
     return True
 
 
+def postgresql_dsn(storage):
+    """The libpq connection string a RelStorage storage on PostgreSQL
+    connects with (its adapter keeps it), or None for any other
+    storage.  It may hold a password: never show it."""
+    adapter = getattr(storage, '_adapter', None)
+    if adapter is None or \
+            type(adapter).__module__.split('.')[:4] != \
+            ['relstorage', 'adapters', 'postgresql', 'adapter']:
+        return None
+    return getattr(adapter, '_dsn', None)
+
+
 def pool_lock(db):
     """The lock guarding db's connection pools (ZODB's DB.open takes it)."""
     return db._lock
@@ -193,6 +206,27 @@ def _weakref_databases(pickle):
             and len(ref[1]) > 1}
 
 
+def referenced_databases(pickle):
+    """The other databases that a stored record (an object's pickle)
+    refers to: the database names of its cross-database references,
+    strong (``'m'``, ``'n'``) and weak (``'w'``).  Read without loading
+    any class."""
+    refs = []
+    u = PersistentUnpickler(None, refs.append, BytesIO(pickle))
+    u.noload()
+    u.noload()
+    names = set()
+    for ref in refs:
+        if not isinstance(ref, list) or len(ref) < 2:
+            continue
+        kind, args = ref[0], ref[1]
+        if kind in ('m', 'n') and args:
+            names.add(args[0])
+        elif kind == 'w' and len(args) > 1:
+            names.add(args[1])
+    return names
+
+
 class _Holding:
     """Wraps the ObjectWriter of Connection._store_objects: tells the
     connection which object is being stored (see Connection)."""
@@ -210,15 +244,30 @@ class _Holding:
             yield obj
 
     def serialize(self, obj):
-        p = self._writer.serialize(obj)
+        conn = self._conn
+        conn._storing = True
+        try:
+            p = self._writer.serialize(obj)
+        finally:
+            conn._storing = False
         # Cross-database references ask the connection for the other
         # database's (see Connection.get_connection); weak ones do not.
         if _WEAKREF_MARKS[0] in p or _WEAKREF_MARKS[1] in p:
-            conn = self._conn
             for name in _weakref_databases(p):
                 if name != conn._db.database_name:
+                    conn._reference_stored(name, obj)
                     conn._note_xref(name, obj)
         return p
+
+
+class _AnyHolder:
+    """Stands for "some object of this connection" (see
+    Connection.get_connection): its oid is _ANY."""
+    _p_oid = _ANY = object()
+
+
+_ANY_HOLDER = _AnyHolder()
+_ANY = _AnyHolder._p_oid
 
 
 #: How many other databases' connections a connection leaving its group
@@ -265,6 +314,8 @@ class Connection(_ZConnection):
     # database name -> weak reference to the connection of that database
     # that this connection's references point into (set on close).
     _partners = None
+    # True while the writer pickles an object's state (see _Holding).
+    _storing = False
     # Transaction boundaries this connection has seen (ZODB calls
     # newTransaction at each begin and after each commit or abort): its
     # group compares it to know when a transaction ended, without a
@@ -300,9 +351,35 @@ class Connection(_ZConnection):
             else:
                 conn = super().get_connection(database_name)
         holder = self._xref_holder
-        if holder is not None and conn is not self:
-            self._note_xref(database_name, holder)
+        if conn is not self:
+            if holder is not None:
+                if self._storing:
+                    # The writer resolves a reference from holder into
+                    # database_name: the owner may refuse it.
+                    self._reference_stored(database_name, holder)
+                self._note_xref(database_name, holder)
+            elif self.before is None and self._keeps_asked(database_name):
+                # Application code asked (a Zope mount point): what it
+                # takes from the other database may be kept by any object
+                # here (a volatile attribute).  Remembered as a partner
+                # like the references; if it cannot be found again,
+                # every object is ghostified (see forget_references).
+                self._note_xref(database_name, _ANY_HOLDER)
         return conn
+
+    def _keeps_asked(self, database_name):
+        # Only the owner's configured databases: a mount point names one
+        # for good.  Tenants are many, reached per request (a mount made
+        # for the request): as partners they would hold a connection of
+        # every tenant this connection ever served, against max_open.
+        owner = getattr(self._db, '_owner', None)
+        return owner is None or owner._configured(database_name)
+
+    def _reference_stored(self, database_name, holder):
+        owner = getattr(self._db, '_owner', None)
+        if owner is not None:
+            owner._reference_made(self._db.database_name, database_name,
+                                  holder)
 
     def _note_xref(self, database_name, holder):
         xrefs = self._xrefs
@@ -333,9 +410,22 @@ class Connection(_ZConnection):
                 return
         # An object also holding references into a database still in the
         # group is ghostified too; it reloads through that same member.
+        if _ANY in oids:
+            # Which objects keep what application code took from that
+            # database is not known: all of them are ghostified.
+            self._cache.minimize()
+            oids = [oid for oid in oids if oid is not _ANY]
         self._cache.invalidate(list(oids))
 
     # -- ordering in two-phase commit -------------------------------------
+
+    def tpc_finish(self, transaction):
+        super().tpc_finish(transaction)
+        owner = getattr(self._db, '_owner', None)
+        if owner is not None and owner.commit_hooks:
+            # The transaction id this connection's commit got.
+            owner._committed(self._db.database_name,
+                             self._storage.lastTransaction())
 
     def sortKey(self):
         key = super().sortKey()
@@ -603,6 +693,41 @@ class DB(ZODB.DB):
         owner = self._owner
         if owner is not None:
             owner._connection_returned(self)
+
+
+#: The setters of ZODB.DB whose values a collection keeps for a
+#: database's next openings (see Collection._setting_made): what an
+#: application or a framework (zope.app.appsetup's activity monitor) sets
+#: on a database survives its eviction.
+KEPT_SETTINGS = (
+    'setActivityMonitor', 'setCacheSize', 'setCacheSizeBytes',
+    'setHistoricalCacheSize', 'setHistoricalCacheSizeBytes',
+    'setPoolSize', 'setHistoricalPoolSize', 'setHistoricalTimeout')
+
+
+def _kept_setter(name):
+    plain = getattr(ZODB.DB, name)
+
+    def setter(self, value):
+        plain(self, value)
+        owner = self._owner
+        if owner is not None:
+            owner._setting_made(self, name, value)
+    setter.__name__ = setter.__qualname__ = name
+    setter.__doc__ = plain.__doc__
+    return setter
+
+
+for _name in KEPT_SETTINGS:
+    setattr(DB, _name, _kept_setter(_name))
+del _name
+
+
+def apply_settings(db, settings):
+    """Apply kept settings (name -> value, see KEPT_SETTINGS) to db, a
+    database just opened, without recording them again."""
+    for name, value in settings.items():
+        getattr(ZODB.DB, name)(db, value)
 
 
 def after_close(db, callback):

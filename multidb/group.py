@@ -52,6 +52,10 @@ class ConnectionGroup:
         self._probe = None
         self._refreshing = False
 
+    #: Where the group was opened (a formatted stack), when the collection
+    #: tracks groups (``track_groups``); else None.
+    opened_at = None
+
     def get_connection(self, name: str) -> 'Connection':
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """

@@ -41,6 +41,11 @@ class DatabaseHealth(NamedTuple):
     last_transaction: Optional[datetime.datetime]
     #: What went wrong, one line; None when reachable.
     error: Optional[str]
+    #: Connections of the database handed out when it was checked (by
+    #: groups and plain ``db.open()``; the check's own not counted), or
+    #: None when it could not be opened.  A count that only grows points
+    #: at connections that are never closed.
+    in_use: Optional[int] = None
 
     def as_dict(self) -> dict:
         """JSON-able: the time as ISO 8601, the latency in seconds."""
@@ -76,8 +81,10 @@ def _error_text(error: BaseException) -> str:
 
 def check(collection: Any, name: str) -> DatabaseHealth:
     """Check one database, in the calling thread (no time limit)."""
+    in_use = None
     try:
         db = collection[name]   # opens it when declared and closed
+        in_use = glue.connections_in_use(db)
         # A manager of its own: the caller's transaction is not touched,
         # and no group is needed (a group would refresh the tenants from
         # the catalog first, making every check depend on the catalog).
@@ -106,8 +113,9 @@ def check(collection: Any, name: str) -> DatabaseHealth:
             finally:
                 conn.close()
     except Exception as e:
-        return DatabaseHealth(name, False, None, None, _error_text(e))
-    return DatabaseHealth(name, True, latency, tid_time(last), None)
+        return DatabaseHealth(name, False, None, None, _error_text(e),
+                              in_use)
+    return DatabaseHealth(name, True, latency, tid_time(last), None, in_use)
 
 
 def check_all(collection: Any, names: Iterable[str],

@@ -37,6 +37,26 @@ class ICollection(Interface):
         "a catalog whose records must never describe uncommitted data "
         "goes here.  Changed by the application; read at each commit.")
 
+    reference_checks = Attribute(
+        "A list of callables ``check(source, target, obj)``, called when a"
+        " commit stores a reference from object ``obj`` of database"
+        " ``source`` into database ``target`` (strong or weak); one that"
+        " raises refuses the commit.  The tenants layer appends its"
+        " isolation check here.  Changed by the application; read at each"
+        " such reference.")
+
+    commit_hooks = Attribute(
+        "A list of callables ``hook(name, tid)`` called after each commit"
+        " to a database of the collection made in this process, with the"
+        " transaction's id (in the committing thread, once the commit is"
+        " done: a hook must be quick and must not use the transaction)."
+        "  The tenants layer tells its commit subscribers through it.")
+
+    close_hooks = Attribute(
+        "A list of callables called without arguments once ``close()`` has"
+        " closed the databases (the tenants layer stops its watcher and"
+        " listener there).  Changed by the application.")
+
     resolver = Attribute(
         "The ``INameResolver`` consulted for names the collection does "
         "not know, or None.  Set with ``set_resolver``.")
@@ -141,6 +161,30 @@ class ICollection(Interface):
         Raises ``GroupExists`` when a group is already open for the
         transaction manager.
         """
+
+    def handle(name):
+        """A stable stand-in for the database of ``name``
+        (``multidb.handles.DatabaseHandle``, providing ZODB's
+        ``IDatabase``), the same object for a name while it is held: every
+        use goes to the database open under the name then (opening it),
+        so it stays usable across evictions, and what is set through it
+        (activity monitor, cache and pool sizes) is kept for every later
+        opening.  For registries that keep a database for the life of
+        the process (``IDatabase`` utilities, Zope's database table);
+        ``multidb.handles.handle_factories`` makes factories of them for
+        ``zope.app.appsetup.multi_database``.  Raises ``UnknownDatabase``
+        for an unknown name."""
+
+    def group_of(transaction_manager=None):
+        """The open group of ``transaction_manager`` (default: the calling
+        thread's), or None.  A web integration compares it before and
+        after a request to find a group the request opened and left
+        open."""
+
+    def connections_in_use():
+        """A dict: for each database open now, how many of its
+        connections are handed out (opened and not closed yet), by groups
+        and by plain ``db.open()`` alike.  Opens nothing."""
 
     def transaction(transaction_manager=None):
         """A context manager: a new group in a new transaction, committed
@@ -265,6 +309,11 @@ class IConnectionGroup(Interface):
     connections = Attribute(
         "The mapping of database name to the member ``Connection``; it is "
         "the very ``connections`` mapping the members share.")
+
+    opened_at = Attribute(
+        "Where the group was opened, a formatted stack, when its "
+        "collection tracks groups (``Collection(track_groups=True)`` or "
+        "the environment variable ``MULTIDB_TRACK_GROUPS``); else None.")
 
     def get_connection(name):
         """Return the member connection for ``name``, opening it (and the
@@ -405,11 +454,58 @@ class IBackend(Interface):
         """The snapshot ids found on disk."""
 
     def remove_snapshot(settings, snapshot_id):
-        """Delete one snapshot file."""
+        """Delete one snapshot (wherever it is kept, staged or not)."""
+
+    def keep_snapshot(settings, snapshot_id, path):
+        """The snapshot file at ``snapshot_path`` is complete: keep it
+        where the backend keeps snapshots (a no-op for local files; a
+        snapshot database stores it, and the local file goes).  Called
+        before the catalog lists the snapshot."""
+
+    def has_snapshot(settings, snapshot_id):
+        """Is that snapshot kept (complete)?"""
+
+    def describe_snapshot(settings, snapshot_id):
+        """Where the snapshot is kept, for messages."""
+
+    def copy_snapshot(settings, snapshot_id, dest, progress=None):
+        """Copy the snapshot to the new local file dest; return its
+        size."""
 
     def tmp_path(settings):
         """A temporary file name on the same file system as the storage's
         snapshots, for writes that end in an atomic rename."""
+
+    def size(settings):
+        """The bytes the storage takes where it lives (its files, its
+        server database), without snapshots; None when it is missing.
+        Cheap: never opens the storage."""
+
+    def sizes(many):
+        """``size`` of each settings of the sequence many, in order, as
+        cheaply as the backend can (one query for all)."""
+
+    def last_opened(settings):
+        """When the storage was last opened by any process (seconds since
+        the epoch), when the storage itself tells at no cost; else
+        None."""
+
+    def contents(settings, db=None):
+        """(object count, last transaction id) of the storage's data,
+        read without disturbing a process that uses it; db: the tenant's
+        database when it is open in this process.  Raises
+        ``MissingStorage``."""
+
+    def pack(settings, db, t, *, gc=False):
+        """Pack the storage to time t (seconds since the epoch), with
+        garbage collection only when gc (whatever the template's
+        ``pack-gc`` says); db: the tenant's database open in this
+        process."""
+
+    def storage_config(settings, *, secrets=False):
+        """The text of the ZConfig storage section that opens the storage
+        as multidb does, for ZODB's own tools; credentials only when
+        secrets."""
 
 
 class ITenants(Interface):
@@ -552,3 +648,131 @@ class ITenants(Interface):
 
     def load():
         """Declare every catalogued tenant in the collection (lazily)."""
+
+    def subscribe(callback, names=None, *, commits=False):
+        """Call ``callback(event)`` for each change of the catalog from
+        now on (names: only those tenants'), made by this process or
+        another: a ``multidb.tenants.events.TenantEvent`` (``name``,
+        ``kind`` 'created', 'changed' or 'dropped', ``serial``,
+        ``record``), or one of kind 'resync' when events were missed (the
+        watcher fell behind the change log).  Called in the watcher's
+        thread, within moments of the change where the catalog's storage
+        tells of commits (ZEO; PostgreSQL, through LISTEN/NOTIFY; this
+        process's own changes), else within ``catalog_poll_interval``.
+        With ``commits``, also an event of kind 'committed' (with the
+        transaction's ``tid``) per commit to a tenant's database made by
+        this process, or by another that sends them
+        (``notify_commits``, a catalog on PostgreSQL), and one of kind
+        'commits-missed' when such messages may have been lost.  Returns
+        a subscription whose ``close()`` ends it."""
+
+    def check_references(names=None):
+        """Iterate over the objects stored in tenants' databases (names:
+        some; default every tenant) that refer to another tenant's
+        database: dicts of ``tenant``, ``oid`` (hex) and ``targets`` (the
+        tenants referred to).  With ``isolation`` on (the default), a
+        commit that would store such a reference raises
+        ``CrossTenantReference``; this finds those stored before.  Reads
+        every current record; raises ``NoSuchTenant`` for a wrong
+        name."""
+
+    def stats(names=None, *, full=False):
+        """One ``multidb.tenants.stats.TenantStats`` per tenant (names:
+        some; default every one), sorted by name: size on disk, open in
+        this process or not, created and last opened.  Cheap: no tenant
+        is opened.  With full, the object count and the last
+        transaction's time too (each tenant's storage is read).  Raises
+        ``NoSuchTenant`` for an unknown name before anything is read."""
+
+    def pack(names=None, *, days=0, jobs=1, progress=None):
+        """Pack the tenants (names: some; default every one) to ``days``
+        days ago, ``jobs`` at a time (at most the collection's
+        ``max_open`` less one; ``progress``: 1 per tenant done), always
+        without garbage collection:
+        an object only another database references is not garbage
+        (collect garbage across databases with ``multidb gc``).  Returns
+        one ``multidb.tenants.packing.PackResult`` per tenant, with its
+        size before and after, or the error that stopped it."""
+
+    def select(*, names=None, labels=None, states=None):
+        """The records of the tenants chosen by names (``NoSuchTenant``
+        for an unknown one), labels (a dict, or an iterable of ``key`` or
+        ``key=value``: a tenant must have them all, a bare key with any
+        value) and states (any of them), sorted by name; all tenants when
+        none is given.  A label that no tenant (of the names given) has
+        raises ``InvalidInput``: it is a typo more often than an empty
+        selection."""
+
+    def run_all(func, *, names=None, labels=None, states=None, jobs=1,
+                run_id=None, attempts=3, progress=None, journal_dir=None,
+                mark_ttl=30 * 86400, loader=None):
+        """Run ``func(group, name)`` on each selected tenant (see
+        ``select``), each in a transaction of its own: committed when
+        func returns, aborted when it raises, tried again up to attempts
+        times for a transient error (``Collection.run``).  A tenant's
+        failure is recorded (its error's type and message) and the run
+        goes on.  func must not commit or abort: its changes commit with
+        the tenant's mark.  Returns a ``multidb.tenants.fleet.RunReport``:
+        done, skipped, failed.
+
+        Exactly once per run: the mark that a tenant is done for run_id
+        commits in the tenant's own database with func's changes
+        (``root['multidb.runs']``), so a run killed at any moment and
+        called again with the same run_id skips the tenants it finished
+        (reported as skipped) and runs the others.  run_id: 1 to 64
+        ASCII letters, digits or ``._-`` (default: a new id, in the
+        report).  Marks are kept mark_ttl seconds (at most 100 per
+        tenant); resuming a run whose journal (or, for an id run_all
+        made, the id itself) says it started earlier raises
+        ``RunExpired`` before anything runs.  The journal,
+        ``journal_dir/RUN_ID.json`` (default ``$MULTIDB_RUN_DIR`` or
+        ``~/.local/state/multidb/runs``), is rewritten as the run goes:
+        for reports, never for correctness.
+
+        jobs > 1 runs tenants in that many worker processes (spawned),
+        each tenant in one worker; func must then be importable (a
+        dotted name ``package.module:func`` or a module-level function),
+        else ``InvalidInput`` before anything runs.  A worker's group
+        reaches the tenant it runs on (not the catalog nor other
+        databases, which this process may hold).  A worker opens a tenant
+        with the storage factory of its record, sent from here; when
+        that does not pickle (RelStorage's), loader, a picklable
+        zero-argument callable run in each worker, makes a collection
+        (never opened) whose tenants' backend opens them: the command
+        gives one loading its ``-C`` files; without one,
+        ``NotConfigured`` before anything runs.  progress: True for a
+        progress bar on stderr, or a callable called with 1 per tenant.
+        Bad input (jobs < 1, run id, label, a function that cannot be
+        imported) raises ``InvalidInput`` before anything runs."""
+
+    def use_generations(manager, key=None):
+        """Declare the schema manager of the tenants' data (a
+        zope.generations ``ISchemaManager`` or its dotted name) and the
+        key of ``root['zope.generations']`` its generation is kept under
+        (default: its ``package_name``).  From then on a tenant created
+        without an explicit ``init`` gets the configured init, then the
+        manager's ``install`` and the current generation, in its first
+        transaction."""
+
+    def evolve(*, manager=None, key=None, names=None, labels=None,
+               states=None, jobs=1, attempts=3, progress=None,
+               journal_dir=None, loader=None):
+        """Bring each selected tenant to the manager's current generation
+        (default: the one of ``use_generations``), one transaction per
+        step: ``manager.evolve(context, n)`` and the generation n commit
+        together, so a step is never done twice and a failing step
+        leaves the tenant at the last good generation (reported, the run
+        going on).  A tenant with no recorded generation is at 0.  Runs
+        through ``run_all``'s runner (jobs, progress, journal); returns
+        its ``RunReport``, whose details give each tenant's generations
+        (from, generation, target)."""
+
+    def generation(group, name, *, key=None):
+        """The generation recorded in tenant name's root (None when none
+        is), read in group's transaction."""
+
+    def check_generation(group, name, *, minimum=None):
+        """The tenant's generation, read in group's transaction;
+        ``TenantBehind`` when it is older than minimum (default: the
+        manager's ``minimum_generation``): for applications that refuse
+        to serve a tenant not evolved yet."""

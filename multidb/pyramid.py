@@ -29,9 +29,11 @@ Pyramid is imported only where used (the ``[pyramid]`` extra), so that
 what the package imports when loaded comes with ``pip install .``.
 """
 import atexit
+import logging
 import weakref
 
 import transaction
+from transaction.interfaces import TransientError
 from ZODB.POSException import ConnectionStateError
 
 from multidb.config import collectionFromFiles
@@ -39,9 +41,11 @@ from multidb.config import collectionFromString
 from multidb.errors import NoSuchTenant
 from multidb.errors import UnknownDatabase
 from multidb.wsgi import known
+from multidb.wsgi import report_leaked_group
 from multidb.wsgi import tenant_from_header
 from multidb.wsgi import tenant_from_host
 from multidb.wsgi import tenant_from_path
+from multidb.wsgi import unavailable
 
 CONFIG = 'multidb.config'
 DEFINE = 'multidb.define.'
@@ -62,6 +66,53 @@ def _configuration_error(message):
 def _not_found(message):
     from pyramid.httpexceptions import HTTPNotFound
     return HTTPNotFound(message)
+
+
+log = logging.getLogger(__name__)
+
+
+def _unavailable_view(exc, request):
+    """An exception view: a database that cannot be reached (its server
+    down, after pyramid_retry's attempts; see multidb.wsgi.unavailable)
+    is a 503 with Retry-After, not a 500."""
+    if not unavailable(exc) or (isinstance(exc, TransientError) and
+                                not _last_attempt(request)):
+        raise exc    # not ours, or pyramid_retry tries again
+    from pyramid.response import Response
+    text = ' '.join(str(exc).split())
+    log.warning("request %s: the database cannot be reached (%s): 503",
+                request.path, f"{type(exc).__name__}: {text}" if text
+                else type(exc).__name__)
+    response = Response(
+        "Service unavailable: the tenant's database cannot be reached"
+        " now\n", status=503, content_type='text/plain')
+    response.headers['Retry-After'] = '1'
+    return response
+
+
+def _last_attempt(request):
+    # pyramid_retry's attempts (none: this is the only one).
+    environ = request.environ
+    attempt, attempts = environ.get('retry.attempt'), \
+        environ.get('retry.attempts')
+    return attempt is None or attempts is None or attempt + 1 >= attempts
+
+
+def _unavailable_contexts():
+    from multidb.errors import ServerUnavailable
+    from multidb.errors import TooManyOpen
+    contexts = [ServerUnavailable, TooManyOpen]
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+        contexts.append(ClientDisconnected)
+    except ImportError:  # pragma: no cover (ZEO is a dependency)
+        pass
+    try:
+        import psycopg2
+        contexts.append(psycopg2.Error)
+    except ImportError:  # pragma: no cover (the [postgresql] extra)
+        pass
+    return contexts
 
 
 def _defines(settings):
@@ -158,12 +209,28 @@ def tenant_root(request):
         raise
 
 
-def _shift_path(event):
-    # tenant_from = path: the first segment moves to SCRIPT_NAME before
-    # the routes are matched, once per environ.
-    environ = event.request.environ
-    if _ENVIRON_KEY not in environ:
-        environ[_ENVIRON_KEY] = tenant_from_path(environ)
+def tween_factory(handler, registry):
+    """The tween of ``multidb.pyramid`` (added by ``includeme``, under
+    Pyramid's ingress): with ``tenant_from = path`` it moves the first
+    path segment to SCRIPT_NAME before the routes are matched, and it
+    logs a group the request opened on its thread's transaction manager
+    (besides ``request.dbgroup``) and left open.  A tween rather than
+    event subscribers: any subscriber makes Pyramid emit four events per
+    request."""
+    collection = registry.multidb
+    shift = registry.multidb_resolve is tenant_from_path
+
+    def tween(request):
+        environ = request.environ
+        if shift and _ENVIRON_KEY not in environ:
+            environ[_ENVIRON_KEY] = tenant_from_path(environ)
+        before = collection.group_of()
+        try:
+            return handler(request)
+        finally:
+            report_leaked_group(collection, before, lambda: request.path,
+                                own=request.__dict__.get('dbgroup'))
+    return tween
 
 
 # -- shutdown -------------------------------------------------------------------
@@ -174,31 +241,24 @@ def _close_at_exit(ref):
         collection.close()
 
 
-def _application_created(event):
-    registry = event.app.registry
-    collection = getattr(registry, 'multidb', None)
-    if collection is not None and \
-            not getattr(registry, '_multidb_atexit', False):
-        registry._multidb_atexit = True
-        atexit.register(_close_at_exit, weakref.ref(collection))
-
-
 def includeme(config):
     """Build the collection (``config.registry.multidb``) and add the
     request properties ``dbgroup``, ``tenant`` and ``tenant_root``;
     includes pyramid_tm."""
-    from pyramid.events import ApplicationCreated
-    from pyramid.events import NewRequest
+    from pyramid.tweens import INGRESS
     config.include('pyramid_tm')
     settings = config.registry.settings
     resolve = _resolver(settings)
     registry = config.registry
     if getattr(registry, 'multidb', None) is None:
         registry.multidb = collection_from_settings(settings)
+        # Closed at exit unless the application closes it first (the
+        # registry keeps it; the weak reference does not).
+        atexit.register(_close_at_exit, weakref.ref(registry.multidb))
     registry.multidb_resolve = resolve
     config.add_request_method(dbgroup, 'dbgroup', reify=True)
     config.add_request_method(tenant, 'tenant', reify=True)
     config.add_request_method(tenant_root, 'tenant_root', reify=True)
-    if resolve is tenant_from_path:
-        config.add_subscriber(_shift_path, NewRequest)
-    config.add_subscriber(_application_created, ApplicationCreated)
+    config.add_tween('multidb.pyramid.tween_factory', under=INGRESS)
+    for context in _unavailable_contexts():
+        config.add_exception_view(_unavailable_view, context=context)

@@ -32,7 +32,8 @@ _NOT_DB_KWARGS = frozenset([
     # <tenants>
     'catalog', 'init', 'expire_action', 'archive_dir', 'archive_checksum',
     'archive_key_file', 'archive_allow', 'catalog_poll_interval',
-    'snapshot_dir', 'admin_dsn', 'template_database',
+    'isolation', 'catalog_notify', 'notify_commits',
+    'snapshot_dir', 'snapshot_database', 'admin_dsn', 'template_database',
 ])
 # Storages that keep nothing outside the process: tenants may share a
 # template without a placeholder.
@@ -112,10 +113,14 @@ class TenantTemplate:
         self.archive_dir: Optional[str] = section.archive_dir
         self.archive_checksum: str = section.archive_checksum
         self.catalog_poll_interval: float = section.catalog_poll_interval
+        self.isolation: bool = section.isolation
+        self.catalog_notify: bool = section.catalog_notify
+        self.notify_commits: bool = section.notify_commits
         self.archive_key_file: Optional[str] = section.archive_key_file
         self.archive_allow: list = [
             entry for line in section.archive_allow or () for entry in line]
         self.snapshot_dir: Optional[str] = section.snapshot_dir
+        self.snapshot_database: Optional[str] = section.snapshot_database
         self.admin_dsn: Optional[str] = section.admin_dsn
         self.template_database: Optional[str] = section.template_database
         self.placeholders: list = []
@@ -202,7 +207,10 @@ class TenantTemplate:
                        archive_checksum=self.archive_checksum,
                        archive_key=self._archive_key(),
                        archive_allow=self.archive_allow,
-                       catalog_poll_interval=self.catalog_poll_interval)
+                       catalog_poll_interval=self.catalog_poll_interval,
+                       isolation=self.isolation,
+                       catalog_notify=self.catalog_notify,
+                       notify_commits=self.notify_commits)
 
     def _archive_key(self) -> Optional[bytes]:
         # Read again here: the datatype checked it at load, and the key is

@@ -18,8 +18,11 @@ from ZODB.POSException import ConnectionStateError
 
 from multidb.errors import NoSuchTenant
 from multidb.errors import NotConfigured
+from multidb.errors import ServerUnavailable
+from multidb.errors import TooManyOpen
 from multidb.errors import UnknownDatabase
 from multidb.retry import AttemptWithBackoff
+from multidb.retry import lost_connection
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,68 @@ def known(collection, name):
     return tenants.is_tenant(name)
 
 
+def report_leaked_group(collection, before, path, own=None):
+    """Log (warning, logger ``multidb.wsgi``) a group that a request
+    opened on its thread's default transaction manager and left open:
+    the group of that manager now, unless it is before (the one there
+    when the request began: a long-lived group of the thread is no leak)
+    or own (the integration's own group for the request, closed next);
+    path: the request's, or a callable returning it.
+    The group is left as it is (what it holds is the application's); its
+    stack is logged when the collection tracks groups.  Returns whether
+    one was found."""
+    group = collection.group_of()
+    if group is None or group is before or group is own:
+        return False
+    if callable(path):
+        path = path()       # only now: a request's path costs something
+    where = group.opened_at
+    log.warning(
+        "request %s left a group open: %r, on its thread's transaction"
+        " manager; %s", path, group,
+        f"it was opened at:\n{where}" if where else
+        "set MULTIDB_TRACK_GROUPS=1 to log where groups are opened")
+    return True
+
+
 def default_commit_veto(environ, status, headers):
     """Abort the transaction of a response whose status is 5xx."""
     return status.startswith('5')
+
+
+_UNAVAILABLE = b"Service unavailable: the tenant's database cannot be" \
+    b" reached now\n"
+
+
+def unavailable(error):
+    """Does error mean that the database cannot be reached now (its
+    server is down or unreachable, or every database slot is busy), so
+    that the request deserves a 503, not a 500?  Lost PostgreSQL
+    connections (``multidb.retry.lost_connection``), ZEO's
+    ``ClientDisconnected``, ``ServerUnavailable`` and ``TooManyOpen``."""
+    if isinstance(error, (ServerUnavailable, TooManyOpen)) or \
+            lost_connection(error):
+        return True
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+    except ImportError:  # pragma: no cover (ZEO is a dependency)
+        return False
+    return isinstance(error, ClientDisconnected)
+
+
+def _unavailable(start_response, path, error, exc_info=None):
+    text = ' '.join(str(error).split())
+    log.warning("request %s: the database cannot be reached (%s): 503",
+                path, f"{type(error).__name__}: {text}" if text
+                else type(error).__name__)
+    headers = [('Content-Type', 'text/plain; charset=utf-8'),
+               ('Content-Length', str(len(_UNAVAILABLE))),
+               ('Retry-After', '1')]
+    if exc_info is None:
+        start_response('503 Service Unavailable', headers)
+    else:
+        start_response('503 Service Unavailable', headers, exc_info)
+    return [_UNAVAILABLE]
 
 
 def _not_found(start_response, exc_info=None):
@@ -118,9 +180,10 @@ class _Closer:
     when the server never called it, as the response is garbage
     collected (logged: a leak)."""
 
-    def __init__(self, group, path):
+    def __init__(self, group, path, before=None):
         self.group = group
         self.path = path
+        self.before = before
         self.done = False
 
     def __call__(self, leaked=False):
@@ -128,6 +191,9 @@ class _Closer:
             return
         self.done = True
         group = self.group
+        if not leaked:
+            report_leaked_group(group._collection, self.before, self.path,
+                                own=group)
         if leaked:
             log.warning("the group of request %s was not closed by the"
                         " end of the request: closing it", self.path)
@@ -196,7 +262,9 @@ class TenantMiddleware:
     None.  No name, a name the collection's tenants (or, without tenants,
     the collection) do not know, or ``UnknownDatabase``/``NoSuchTenant``
     for the tenant raised by the application: a 404 with a short text
-    body.
+    body.  A database that cannot be reached (its server down, after the
+    retries; see ``unavailable``) is a 503 with ``Retry-After``, logged;
+    the other tenants are served as ever.
 
     The application finds ``environ['multidb.group']`` (a group bound to
     the request's transaction manager), ``environ['multidb.tenant']``
@@ -268,18 +336,24 @@ class TenantMiddleware:
         if not name or not self.known(name):
             return _not_found(start_response)
         environ['multidb.tenant'] = name
+        # A group the application opens on the thread's manager and
+        # leaves open is reported at the end of the request.
+        before = self.collection.group_of()
         if self.manage_transaction:
-            return self._managed(environ, start_response, name, path)
-        return self._streamed(environ, start_response, name, path)
+            try:
+                return self._managed(environ, start_response, name, path)
+            finally:
+                report_leaked_group(self.collection, before, path)
+        return self._streamed(environ, start_response, name, path, before)
 
-    def _streamed(self, environ, start_response, name, path):
+    def _streamed(self, environ, start_response, name, path, before):
         tm = environ.get('transaction.manager')
         if tm is None:
             tm = environ['transaction.manager'] = \
                 transaction.TransactionManager()
         group = self.collection.group(tm)
         environ['multidb.group'] = group
-        closer = _Closer(group, path)
+        closer = _Closer(group, path, before)
         try:
             result = self.app(environ, start_response)
         except Exception as e:
@@ -289,6 +363,9 @@ class TenantMiddleware:
                 pass   # logged; the application's error is the one
             if self._is_gone(e, name):
                 return _not_found(start_response, sys.exc_info())
+            if unavailable(e):
+                return _unavailable(start_response, path, e,
+                                    sys.exc_info())
             raise
         except BaseException:
             closer()
@@ -355,6 +432,8 @@ class TenantMiddleware:
                     if self._is_gone(e, name):
                         return _not_found(start_response)
                     if not retry:
+                        if unavailable(e):
+                            return _unavailable(start_response, path, e)
                         raise
                     log.info("request %s: attempt %d of %d failed with %s:"
                              " retrying", path, attempt, attempts,

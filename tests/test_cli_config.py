@@ -130,7 +130,8 @@ def test_commands_are_registered_in_one_place():
     assert list(cli.COMMANDS) == [
         'check-config', 'health', 'demo', 'list', 'show', 'create', 'clone',
         'drop', 'snapshot', 'snapshots', 'revert', 'archive', 'restore',
-        'expire', 'repair', 'relocate']
+        'expire', 'repair', 'relocate', 'check-references', 'run', 'evolve',
+        'stats', 'pack', 'export-config', 'gc']
 
 
 def test_demo_persists_and_counts(capsys, tmp_path):

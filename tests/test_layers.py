@@ -12,29 +12,38 @@ FLOORS = [
     {'multidb.errors', 'multidb.interfaces', 'multidb.names',
      'multidb.retry', 'multidb.files', 'multidb.inputs'},
     {'multidb.glue'},
-    {'multidb.collection', 'multidb.group', 'multidb.health'},
+    {'multidb.collection', 'multidb.group', 'multidb.health',
+     'multidb.handles'},
     {'multidb.tenants', 'multidb.tenants.catalog', 'multidb.tenants.archive',
      'multidb.tenants.crashpoints',
      'multidb.backends', 'multidb.backends.filestorage',
-     'multidb.backends.relstorage'},
+     'multidb.backends.relstorage', 'multidb.backends.pgnotify'},
     # The parts of Tenants, then the class they make.
     {'multidb.tenants.catalogio', 'multidb.tenants.locks',
-     'multidb.tenants.copies', 'multidb.tenants.maintenance'},
+     'multidb.tenants.copies', 'multidb.tenants.maintenance',
+     'multidb.tenants.isolation', 'multidb.tenants.events',
+     'multidb.tenants.fleet', 'multidb.tenants.generations',
+     'multidb.tenants.stats', 'multidb.tenants.packing'},
     {'multidb.tenants.lifecycle'},
     # Configuration: positions and key datatypes, section datatypes and
     # ZEO clients, then loading and building.
     {'multidb.sources', 'multidb.datatypes'},
     {'multidb.sections', 'multidb.zeoconfig'},
     {'multidb.config'},
+    # The configuration written back for ZODB's tools (export-config, gc).
+    {'multidb.exporting'},
     # The command: its framework, arguments and output, the commands,
     # then main().
     {'multidb.cli.framework', 'multidb.cli.arguments', 'multidb.cli.output'},
     {'multidb.cli.collection_commands', 'multidb.cli.tenant_commands',
-     'multidb.cli.copy_commands', 'multidb.cli.maintenance_commands'},
+     'multidb.cli.copy_commands', 'multidb.cli.maintenance_commands',
+     'multidb.cli.fleet_maintenance_commands',
+     'multidb.cli.fleet_commands'},
     {'multidb.cli', 'multidb.cli.__main__'},
     # Web applications: the WSGI middleware, and Pyramid (which reuses
     # its resolvers).
-    {'multidb.wsgi', 'multidb.pyramid'},
+    {'multidb.wsgi', 'multidb.pyramid', 'multidb.zope',
+     'multidb.zope.folder'},
 ]
 # The package's facade re-exports from every floor.
 FACADE = 'multidb'

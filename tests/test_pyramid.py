@@ -1,5 +1,6 @@
 """multidb.pyramid: config.include('multidb.pyramid') in a real Pyramid
 application served by waitress."""
+import logging
 import threading
 
 import pytest
@@ -67,12 +68,8 @@ def make_app(path, defines, fail_once=None, **settings):
 
 
 def in_use(collection):
-    busy = {}
-    for name in TENANTS + ['catalog']:
-        db = collection.peek(name)
-        if db is not None and glue.connections_in_use(db):
-            busy[name] = glue.connections_in_use(db)
-    return busy
+    return {name: n for name, n in collection.connections_in_use().items()
+            if n}
 
 
 @pytest.mark.slow
@@ -175,3 +172,88 @@ def test_bad_settings():
         Configurator(settings={'zodbconn.uri': 'memory://',
                                'multidb.tenant_from': 'cookie'}
                      ).include('multidb.pyramid')
+
+
+def test_group_left_open_by_a_view_is_logged(conf, caplog):
+    path, defines = conf
+    app = make_app(path, defines)
+    collection = app.registry.multidb
+    collection.track_groups = True
+    leaked = []
+
+    def forgets(request):
+        # The thread's manager (request.tm's), without request.dbgroup.
+        g = collection.group()
+        g.root('t1')
+        leaked.append(g)
+        return Response('ok')
+
+    def fine(request):
+        request.tenant_root['x'] = 1
+        return Response('fine')
+    config = Configurator(registry=app.registry)
+    config.add_route('forgets', '/forgets')
+    config.add_view(forgets, route_name='forgets')
+    config.add_route('fine', '/fine')
+    config.add_view(fine, route_name='fine')
+    config.commit()
+    try:
+        with caplog.at_level(logging.WARNING, logger='multidb.wsgi'):
+            resp = Request.blank('/forgets', host='t2.example.com'
+                                 ).get_response(app)
+        assert resp.status_int == 200
+        [g] = leaked
+        assert 'request /forgets left a group open' in caplog.text
+        assert 'in forgets' in caplog.text       # where it was opened
+        g.close()
+        caplog.clear()
+        # request.dbgroup is the request's own: closed, never reported.
+        with caplog.at_level(logging.WARNING, logger='multidb.wsgi'):
+            resp = Request.blank('/fine', host='t2.example.com'
+                                 ).get_response(app)
+        assert resp.status_int == 200 and caplog.text == ''
+        assert in_use(collection) == {}
+    finally:
+        collection.close()
+
+
+def test_database_server_down_is_a_503_others_unaffected(
+        tmp_path, zeo_server, caplog):
+    host, port = zeo_server.address
+    settings = {
+        'zodbconn.uri.remote':
+            f'zeo://{host}:{port}?storage=1&wait_timeout=1'
+            f'&database_name=remote',
+        'zodbconn.uri.local':
+            f'file://{tmp_path}/local.fs?database_name=local',
+        'multidb.tenant_from': 'path', 'retry.attempts': '2'}
+    config = Configurator(settings=settings)
+    config.include('pyramid_retry')
+    config.include('multidb.pyramid')
+
+    def count(request):
+        root = request.tenant_root
+        root['count'] = root.get('count', 0) + 1
+        return Response(f"{request.tenant} {root['count']}")
+    config.add_route('count', '/count')
+    config.add_view(count, route_name='count')
+    app = config.make_wsgi_app()
+    collection = app.registry.multidb
+    try:
+        assert Request.blank('/remote/count').get_response(app).text == \
+            'remote 1'
+        assert Request.blank('/local/count').get_response(app).text == \
+            'local 1'
+        zeo_server.stop()
+        with caplog.at_level(logging.WARNING, logger='multidb.pyramid'):
+            resp = Request.blank('/remote/count').get_response(app)
+        assert resp.status_int == 503
+        assert resp.headers['Retry-After'] == '1'
+        assert 'cannot be reached' in resp.text
+        assert 'request /remote/count' in caplog.text
+        assert 'ClientDisconnected' in caplog.text
+        resp = Request.blank('/local/count').get_response(app)
+        assert (resp.status_int, resp.text) == (200, 'local 2')
+        assert in_use(collection) == {}
+    finally:
+        collection.close()

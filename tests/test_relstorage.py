@@ -242,10 +242,13 @@ def test_dropped_elsewhere_seen_at_next_boundary(tenants, postgres, pg_db,
 # ``tenants`` plays process A; a second collection on the same catalog
 # plays process B.
 
-def _second(postgres, pg_db, backend, **kw):
+def _second(postgres, pg_db, backend, notify=True, **kw):
+    # notify=False: this process learns of the catalog's changes only by
+    # reading it (its refresh, a failed open), never by LISTEN/NOTIFY.
     other = multidb.Collection(**kw)
     other.declare('catalog', _rs_factory(postgres, pg_db))
-    return other, multidb.Tenants(other, catalog='catalog', backend=backend)
+    return other, multidb.Tenants(other, catalog='catalog', backend=backend,
+                                  catalog_notify=notify)
 
 
 def _get_in_new_transaction(coll, *names):
@@ -265,7 +268,8 @@ def test_dropped_elsewhere_before_it_opens(tenants, postgres, pg_db,
     # catalog (Tenants.open_failed) and raises UnknownDatabase instead.
     tenants.create('x')
     tenants.create('y')
-    other, t2 = _second(postgres, pg_db, backend,
+    # Not told by NOTIFY: the drop is found by the failed open.
+    other, t2 = _second(postgres, pg_db, backend, notify=False,
                         max_open=2 if state == 'evicted' else None)
     try:
         if state == 'declared':
@@ -333,7 +337,7 @@ def test_open_tenant_dropped_elsewhere_between_refresh_and_open(
     # back to its pool; B re-reads the catalog (Tenants.open_failed).
     tenants.create('x')
     tenants.create('y')
-    other, _ = _second(postgres, pg_db, backend)
+    other, _ = _second(postgres, pg_db, backend, notify=False)
     tm = transaction.TransactionManager()
     g = other.group(tm)
     try:
@@ -463,3 +467,95 @@ def test_changes_elsewhere_are_seen(tenants, postgres, pg_db, backend,
         assert _root(other, 'x') == {'v': 1}
     finally:
         other.close()
+
+
+# -- snapshots kept on the server (snapshot_database) -------------------------
+
+def _host(postgres, pg_db, prefix, folder):
+    """A process on a host of its own: its own local folder, the shared
+    cluster (catalog, tenants, snapshot database)."""
+    folder.mkdir(exist_ok=True)
+    backend = RelStorageBackend(postgres.dsn(prefix + '{name}'),
+                                template=prefix + 'template',
+                                snapshot_dir=str(folder),
+                                snapshot_database=prefix + 'snapshots',
+                                keep_history=False)
+    c = multidb.Collection()
+    c.declare('catalog', _rs_factory(postgres, pg_db))
+    return c, multidb.Tenants(c, catalog='catalog', backend=backend)
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob('*') if p.is_file())
+
+
+def test_snapshot_on_one_host_reverted_on_another(postgres, pg_db, prefix,
+                                                  backend, tmp_path):
+    a, ta = _host(postgres, pg_db, prefix, tmp_path / 'host-a')
+    b, tb = _host(postgres, pg_db, prefix, tmp_path / 'host-b')
+    try:
+        ta.create('x', init=lambda root: root.update(v=1))
+        sid = ta.snapshot('x', 'before the change')
+        assert _files(tmp_path / 'host-a') == []     # on the server
+        _set(a, 'x', v=2)
+        a.remove('x')
+        # The other host lists it and reverts to it.
+        assert [s.id for s in tb.snapshots('x')] == [sid]
+        assert tb.backend.has_snapshot(tb.get('x').settings, sid)
+        undo = tb.revert('x', sid)
+        assert _root(b, 'x') == {'v': 1}
+        assert _files(tmp_path / 'host-b') == []
+        # The snapshot the revert took first is on the server too.
+        assert {s.id for s in ta.snapshots('x')} == {sid, undo}
+        b.remove('x')
+        ta.revert('x', undo)
+        assert _root(a, 'x') == {'v': 2}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_snapshot_database_repair_and_drop(postgres, pg_db, prefix,
+                                           backend, tmp_path):
+    a, ta = _host(postgres, pg_db, prefix, tmp_path / 'host-a')
+    try:
+        ta.create('x', init=lambda root: root.update(v=1))
+        sid = ta.snapshot('x')
+        settings = ta.get('x').settings
+        store = ta.backend
+        snapdb = prefix + 'snapshots'
+        # A snapshot stored with no record (a crash before the catalog
+        # listed it): repair finds it on the server and deletes it.
+        stray = tmp_path / 'stray.fs'
+        store.copy_snapshot(settings, sid, str(stray))
+        store.keep_snapshot(settings, 'stray-snapshot-id', str(stray))
+        assert not stray.exists()
+        found = ta.repair(dry_run=True)
+        assert [(f['kind'], f['path']) for f in found] == [
+            ('stray snapshot',
+             f"postgresql:{snapdb}/{settings['dbname']}/stray-snapshot-id")]
+        ta.repair()
+        assert store.snapshot_ids(settings) == [sid]
+        # Stored incompletely: refused, the tenant's data untouched.
+        postgres.sql('DELETE FROM multidb_snapshot_part WHERE part = 0',
+                     dbname=snapdb)
+        _set(a, 'x', v=2)
+        with pytest.raises(multidb.MissingStorage,
+                           match='stored incompletely'):
+            ta.revert('x', sid)
+        assert _root(a, 'x') == {'v': 2}
+        # Missing altogether: repair reports it.
+        postgres.sql('DELETE FROM multidb_snapshot', dbname=snapdb)
+        kinds = [f['kind'] for f in ta.repair(dry_run=True)]
+        assert 'missing snapshot' in kinds
+        # A drop deletes its snapshots on the server.
+        ta.snapshot('x')
+        assert postgres.sql('SELECT count(*) FROM multidb_snapshot',
+                            dbname=snapdb)[0][0] >= 1
+        ta.drop('x')
+        assert postgres.sql(
+            'SELECT (SELECT count(*) FROM multidb_snapshot) +'
+            ' (SELECT count(*) FROM multidb_snapshot_part)',
+            dbname=snapdb)[0][0] == 0
+    finally:
+        a.close()

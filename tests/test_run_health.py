@@ -221,6 +221,45 @@ def test_health_of_configured_databases(fs_coll):
     assert d['name'] == 'a' and isinstance(d['last_transaction'], str)
 
 
+def test_connections_in_use_per_database(fs_coll):
+    # Groups' members and plain db.open() alike; the check's own
+    # connection is not counted.
+    assert fs_coll.connections_in_use() == {}     # nothing open yet
+    tm = transaction.TransactionManager()
+    g = fs_coll.group(tm)
+    g.root('a')
+    g.root('b')
+    plain = fs_coll['a'].open(transaction.TransactionManager())
+    assert fs_coll.group_of(tm) is g and fs_coll.group_of() is None
+    assert fs_coll.connections_in_use() == {'a': 2, 'b': 1}
+    assert {r.name: r.in_use for r in fs_coll.health()} == {'a': 2, 'b': 1}
+    assert fs_coll.health()[0].as_dict()['in_use'] == 2
+    plain.close()
+    g.close()
+    assert fs_coll.group_of(tm) is None
+    assert fs_coll.connections_in_use() == {'a': 0, 'b': 0}
+    assert [r.in_use for r in fs_coll.health()] == [0, 0]
+
+
+def test_health_command_shows_connections_in_use(tmp_path, capsys):
+    conf = tmp_path / 'c.conf'
+    conf.write_text(f"""<multidb>
+  <zodb one>
+    <filestorage>
+      path {tmp_path}/one.fs
+    </filestorage>
+  </zodb>
+</multidb>
+""")
+    assert cli.main(['-C', str(conf), 'health']) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[:2]
+    assert header.split()[:7] == ['NAME', 'REACHABLE', 'LATENCY', 'LAST',
+                                  'TRANSACTION', 'IN', 'USE']
+    # A new process holds nothing: 0 in use.
+    assert row.split()[0] == 'one' and row.split()[-1] == '0'
+
+
 @pytest.mark.parametrize('count, batches', [(32, 1), (33, 2)])
 def test_health_time_is_bounded_per_batch_of_32(coll, monkeypatch, count,
                                                 batches):

@@ -88,14 +88,8 @@ class Server:
 
 
 def in_use(collection):
-    busy = {}
-    for name in TENANTS + ['catalog']:
-        db = collection.peek(name)
-        if db is not None:
-            n = glue.connections_in_use(db)
-            if n:
-                busy[name] = n
-    return busy
+    return {name: n for name, n in collection.connections_in_use().items()
+            if n}
 
 
 @pytest.mark.slow
@@ -364,5 +358,86 @@ def test_a_request_on_a_known_tenant_reads_no_catalog(tmp_path):
         assert not known(c, 'catalog') and not known(c, 'nobody')
         assert reads == ['nobody']
         assert not known(c, 'nobody')   # never declared: asked again
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('managed', [True, False])
+@pytest.mark.parametrize('track', [True, False])
+def test_group_left_open_by_the_app_is_logged(tenants, caplog, managed,
+                                               track):
+    c, t = tenants
+    c.track_groups = track
+    leaked = []
+
+    def app(environ, start_response):
+        g = c.group()        # the thread's manager, never closed
+        g.root('t3')
+        leaked.append(g)
+        start_response('200 OK', [])
+        return [b'x']
+    mw = TenantMiddleware(app, c, manage_transaction=managed)
+    with caplog.at_level(logging.WARNING, logger='multidb.wsgi'):
+        call(mw, environ('/forgets', host='t2.example.com'))
+    [g] = leaked
+    text = caplog.text
+    assert 'request /forgets left a group open' in text
+    assert repr(g) in text
+    if track:
+        assert 'it was opened at:' in text and 'in app' in text
+    else:
+        assert 'MULTIDB_TRACK_GROUPS' in text
+    # Left as it was: the application's own.
+    assert not g.closed and c.connections_in_use()['t3'] == 1
+    # A group of the thread opened before the request is no leak.
+    caplog.clear()
+    def reads(environ, start_response):
+        environ['multidb.group'].root(environ['multidb.tenant'])
+        start_response('200 OK', [])
+        return [b'x']
+    with caplog.at_level(logging.WARNING, logger='multidb.wsgi'):
+        mw.app = reads
+        call(mw, environ('/fine', host='t2.example.com'))
+    assert caplog.text == ''
+    g.close()
+    assert c.group_of() is None
+    assert in_use(c) == {}
+
+
+def test_database_server_down_is_a_503_others_unaffected(
+        tmp_path, zeo_server, caplog):
+    # 'remote' on a ZEO server that stops mid-traffic; 'local' on a file.
+    from ZEO.ClientStorage import ClientStorage
+    from ZODB.FileStorage import FileStorage
+    import functools
+    c = multidb.Collection()
+    c.declare('remote', functools.partial(
+        ClientStorage, zeo_server.address, storage='1', wait_timeout=1))
+    c.declare('local', functools.partial(FileStorage,
+                                         str(tmp_path / 'local.fs')))
+    mw = TenantMiddleware(counter_app, c, resolve='path', attempts=2,
+                          backoff=0.01)
+
+    def get(name):
+        out = {}
+        body = b''.join(mw(environ(f'/{name}/'), lambda status, headers,
+                           exc_info=None: out.update(status=status,
+                                                     headers=headers)))
+        return out['status'], dict(out['headers']), body.decode()
+    try:
+        assert get('remote')[0] == '200 OK'
+        assert get('local')[0] == '200 OK'
+        zeo_server.stop()
+        with caplog.at_level(logging.WARNING, logger='multidb.wsgi'):
+            status, headers, body = get('remote')
+        assert status == '503 Service Unavailable'
+        assert headers['Retry-After'] == '1'
+        assert "cannot be reached" in body
+        assert 'request /remote/' in caplog.text
+        assert 'ClientDisconnected' in caplog.text
+        # The other database is served as ever.
+        status, _, body = get('local')
+        assert (status, body) == ('200 OK', 'local None 2')
+        assert in_use(c) == {}
     finally:
         c.close()

@@ -361,6 +361,52 @@ def test_partner_found_again_keeps_the_cache(two_dbs):
     assert note_of(c) == 'I'
 
 
+def _mount(conn):
+    # What Zope's classic MountedObject does: reach the other database
+    # through get_connection and keep its object in a volatile attribute
+    # of an object of this connection (the root, which refers to no other
+    # database).
+    holder = conn.root()
+    if getattr(holder, '_v_mounted', None) is None:
+        holder._v_mounted = conn.get_connection('two').root()['z']
+    return holder._v_mounted
+
+
+@pytest.mark.parametrize('partner_busy', [False, True])
+def test_objects_kept_from_get_connection_stay_right(two_dbs,
+                                                     partner_busy):
+    # Plain ZODB keeps two's connection attached to one's pooled
+    # connection, so the kept object stays usable.  Here two's connection
+    # goes back to its own pool: it is taken back when one's opens again
+    # (kept object still right), or, when another transaction holds it,
+    # every object of one's connection is ghostified (the kept object is
+    # gone, fetched again through the new member).
+    c = two_dbs
+    db = c['one']
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    z = _mount(conn)
+    z.note = 'M1'
+    tm.commit()
+    conn.close()
+    other = None
+    if partner_busy:
+        other = c.group(transaction.TransactionManager())
+        other.get_connection('two')       # two's idle connection, taken
+    conn = db.open(tm)
+    try:
+        mounted = _mount(conn)
+        assert mounted._p_jar is conn.get_connection('two')
+        assert (mounted is z) == (not partner_busy)
+        mounted.note = 'M2'
+        tm.commit()
+    finally:
+        conn.close()
+        if other is not None:
+            other.close()
+    assert note_of(c) == 'M2'
+
+
 def test_partners_are_bounded_and_not_held(tmp_path):
     # A connection whose objects refer into many databases finds at most
     # REUNITE_LIMIT of them again; the others' objects are ghosts, and no

@@ -20,6 +20,7 @@ from typing import Iterator
 from typing import List
 from typing import Mapping
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
 
 from ZODB.FileStorage import FileStorage
@@ -30,6 +31,7 @@ from multidb.errors import MissingStorage
 from multidb.errors import NotWritable
 from multidb.errors import StorageInTheWay
 from multidb.files import TMP_SUFFIX
+from multidb.files import copy_file
 from multidb.files import fsync_dir
 from multidb.files import move_into_place
 from multidb.files import rmtree_if_present
@@ -53,6 +55,8 @@ PLACEHOLDER = '{name}'
 # the index being saved on close: a kill then leaves it behind).
 _COMPANIONS = ('.index', '.lock', '.tmp', '.old', '.pack',
                '.index.index_tmp')
+# Those that size() counts: what the storage uses, not a backup.
+_LIVE_COMPANIONS = ('.index', '.lock', '.tmp')
 SNAPSHOTS = '.snapshots'
 # Beside the data file: the tenant id, written before the data file is
 # made and deleted after it, so that every data file multidb makes carries
@@ -425,10 +429,111 @@ class FileStorageBackend:
                         snapshot_id: str) -> None:
         unlink_if_present(self.snapshot_path(settings, snapshot_id))
 
+    def keep_snapshot(self, settings: _Settings, snapshot_id: str,
+                      path: str) -> None:
+        """The snapshot file at snapshot_path is where it is kept."""
+
+    def has_snapshot(self, settings: _Settings, snapshot_id: str) -> bool:
+        return os.path.exists(self.snapshot_path(settings, snapshot_id))
+
+    def describe_snapshot(self, settings: _Settings,
+                          snapshot_id: str) -> str:
+        return self.snapshot_path(settings, snapshot_id)
+
+    def copy_snapshot(self, settings: _Settings, snapshot_id: str,
+                      dest: str, progress: Any = None) -> int:
+        """Copy the snapshot to the new file dest; return its size."""
+        return copy_file(self.snapshot_path(settings, snapshot_id), dest,
+                         progress)
+
     def tmp_path(self, settings: _Settings) -> str:
         """A temporary file beside the tenant's file."""
         os.makedirs(os.path.dirname(settings['path']), exist_ok=True)
         return tmp_name(settings['path'])
+
+    # -- statistics, packing and export -----------------------------------
+
+    def size(self, settings: _Settings) -> Optional[int]:
+        """Bytes on disk: the data file and the companions FileStorage
+        uses with it (index, lock, the commit buffer), without the
+        snapshots (each snapshot's size is in the record) and without
+        ``.old``, the file as it was before the last pack, which
+        FileStorage keeps as a backup (``pack-keep-old``) and replaces at
+        the next pack.  None when the data file is missing.  Reads only
+        the folder (stat)."""
+        path = settings['path']
+        try:
+            total = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        for ext in _LIVE_COMPANIONS:
+            try:
+                total += os.stat(path + ext).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def sizes(self, many: Sequence[_Settings]) -> List[Optional[int]]:
+        """``size`` of each settings of many, in order."""
+        return [self.size(settings) for settings in many]
+
+    def last_opened(self, settings: _Settings) -> Optional[float]:
+        """When the storage was last opened for writing by any process,
+        as its lock file says (seconds since the epoch), or None.
+
+        FileStorage rewrites its lock file (the holder's pid) each time
+        it opens for writing, so the file's modification time is that
+        time, recorded at no cost on the request path.  ``is_locked``
+        (repair's check) takes the lock too, and counts as an open."""
+        try:
+            return os.stat(settings['path'] + '.lock').st_mtime
+        except FileNotFoundError:
+            return None
+
+    def contents(self, settings: _Settings,
+                 db: Optional['DB'] = None) -> Tuple[int, bytes]:
+        """(object count, last transaction id) of the tenant's data: from
+        db's storage when the tenant is open in this process, else from
+        the file opened read-only (no lock taken, so a process using the
+        tenant is not disturbed; without a current index, FileStorage
+        reads the whole file).  Raises MissingStorage."""
+        if db is not None:
+            return len(db.storage), db.storage.lastTransaction()
+        path = settings['path']
+        if not os.path.isfile(path):
+            raise MissingStorage(_name_of(self, path), path)
+        storage = FileStorage(path, read_only=True)
+        try:
+            return len(storage), storage.lastTransaction()
+        finally:
+            storage.close()
+
+    def pack(self, settings: _Settings, db: 'DB', t: float, *,
+             gc: bool = False) -> None:
+        """Pack the tenant's data to time t (seconds since the epoch),
+        with garbage collection only when gc: through db, the tenant's
+        database open in this process (a FileStorage serves one process:
+        the one holding it packs).  An explicit gc wins over the
+        template's ``pack-gc``."""
+        from ZODB.serialize import referencesf
+        db.storage.pack(t, referencesf, gc=gc)
+
+    def storage_config(self, settings: _Settings, *,
+                       secrets: bool = False) -> str:
+        """The ZConfig storage section (ZODB's ``<filestorage>``) that
+        opens the tenant's storage as multidb opens it.  A packer given
+        as a callable, not a dotted name, cannot be written: left out.
+        There are no secrets."""
+        lines = ['<filestorage>', f"  path {settings['path']}"]
+        for key, value in sorted(self.storage_options.items()):
+            if value is None or (key == 'packer' and
+                                 not isinstance(value, str)):
+                continue
+            if isinstance(value, bool):
+                value = 'true' if value else 'false'
+            lines.append(f"  {key.replace('_', '-')} {value}")
+        lines.append('</filestorage>')
+        return '\n'.join(lines)
 
     def relocated(self, record_settings: _Settings,
                   name: str) -> Dict[str, Any]:

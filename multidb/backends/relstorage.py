@@ -38,6 +38,7 @@ from typing import Iterator
 from typing import List
 from typing import Mapping
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
 
 from zope.interface import implementer
@@ -47,6 +48,7 @@ from multidb.errors import MissingStorage
 from multidb.errors import NotConfigured
 from multidb.errors import NotWritable
 from multidb.errors import StorageInTheWay
+from multidb.files import copy_file
 from multidb.files import rmtree_if_present
 from multidb.files import tmp_name
 from multidb.files import unlink_if_present
@@ -101,6 +103,10 @@ def dsn_with(dsn: str, **changes: Any) -> str:
     return pg.extensions.make_dsn(**params)
 
 
+# Snapshots kept in a snapshot database: rows of this many bytes.
+_SNAPSHOT_CHUNK = 8 * 1024 * 1024
+
+
 @implementer(IBackend)
 class RelStorageBackend:
     """dsn: the libpq connection string of a tenant, with ``{name}`` in
@@ -108,13 +114,18 @@ class RelStorageBackend:
     admin_dsn: a connection for CREATE and DROP DATABASE (default: dsn with
     dbname=postgres); template: the template database's name; options:
     RelStorage options (``keep_history`` ...); snapshot_dir: the local
-    folder of snapshot files."""
+    folder of snapshot files (and of the files that clones and restores
+    go through); snapshot_database: keep snapshots on the server instead,
+    in that database of the tenants' cluster (made on first use), so that
+    every host lists and reverts to them; snapshot_dir then only stages
+    them."""
 
     kind = 'relstorage'
 
     def __init__(self, dsn: str, *, admin_dsn: Optional[str] = None,
                  template: Optional[str] = None,
                  snapshot_dir: Optional[str] = None,
+                 snapshot_database: Optional[str] = None,
                  **options: Any) -> None:
         pg = _psycopg2()
         if dsn.count(PLACEHOLDER) != 1:
@@ -140,6 +151,8 @@ class RelStorageBackend:
         self._explicit_template = template
         self.template = self.template_for(self.keep_history)
         self.snapshot_dir = snapshot_dir
+        self.snapshot_database = snapshot_database
+        self._snapshot_store_ready = False
         self._template_lock = threading.Lock()
         # The admin connection of the operation this thread runs, if any,
         # and the advisory locks it holds (see name_lock).
@@ -186,7 +199,10 @@ class RelStorageBackend:
         try:
             return cls(adapter.config.dsn, admin_dsn=template.admin_dsn,
                        template=template.template_database,
-                       snapshot_dir=template.snapshot_dir, **options)
+                       snapshot_dir=template.snapshot_dir,
+                       snapshot_database=getattr(
+                           template, 'snapshot_database', None),
+                       **options)
         except ValueError as e:
             raise ValueError(f"the tenants template's relstorage: {e}") \
                 from None
@@ -620,6 +636,12 @@ class RelStorageBackend:
         d = self._snapshot_folder(settings, create=False)
         if d:
             rmtree_if_present(d)
+        if self.snapshot_database:
+            key = self._snapshot_key(settings)
+            self._snapshot_sql(
+                'DELETE FROM multidb_snapshot_part WHERE tenant = %s;'
+                ' DELETE FROM multidb_snapshot WHERE tenant = %s',
+                params=(key, key))
 
     def _name_of(self, dbname):
         m = self._name_re.match(dbname)
@@ -644,6 +666,8 @@ class RelStorageBackend:
             if comment and comment.startswith(_TEMPLATE_MARK):
                 seen.add(dbname)
                 continue   # a template (of either kind), not a tenant
+            if dbname == self.snapshot_database:
+                continue   # the snapshots' database, not a tenant
             if m and dbname not in templates:
                 seen.add(dbname)
                 settings = {'kind': self.kind, 'dbname': dbname,
@@ -716,6 +740,111 @@ class RelStorageBackend:
                     'DROP DATABASE IF EXISTS {} WITH (FORCE)', dbname))
         else:
             unlink_if_present(path)
+
+    # -- statistics, packing and export -----------------------------------
+
+    def size(self, settings: _Settings) -> Optional[int]:
+        """The database's size on the server (``pg_database_size``), or
+        None when it does not exist.  Snapshots are not counted."""
+        rows = self._admin(
+            'SELECT pg_database_size(oid) FROM pg_database'
+            ' WHERE datname = %s', params=(settings['dbname'],), fetch=True)
+        return int(rows[0][0]) if rows else None
+
+    def sizes(self, many: Sequence[_Settings]) -> List[Optional[int]]:
+        """``size`` of each settings of many, in order, in one query (a
+        dashboard asks for thousands)."""
+        if not many:
+            return []
+        rows = self._admin(
+            'SELECT datname, pg_database_size(oid) FROM pg_database'
+            ' WHERE datname = ANY(%s)',
+            params=([s['dbname'] for s in many],), fetch=True)
+        found = {name: int(size) for name, size in rows}
+        return [found.get(s['dbname']) for s in many]
+
+    def last_opened(self, settings: _Settings) -> Optional[float]:
+        """Not recorded: PostgreSQL keeps no time of a database's last
+        connection (and recording one would cost a write per open)."""
+        return None
+
+    def contents(self, settings: _Settings,
+                 db: Optional['DB'] = None) -> Tuple[int, bytes]:
+        """(object count, last transaction id), counted in SQL on the
+        tenant's database (RelStorage's own ``len()`` is the planner's
+        estimate).  db is not needed."""
+        from ZODB.utils import p64
+        keep_history = settings.get('keep_history', self.keep_history)
+        if keep_history:
+            queries = ('SELECT count(*) FROM current_object',
+                       'SELECT max(tid) FROM transaction')
+        else:
+            queries = ('SELECT count(*) FROM object_state',
+                       'SELECT max(tid) FROM object_state')
+        pg = _psycopg2()
+        try:
+            conn = pg.connect(self._with_secrets(settings['dsn']))
+        except pg.OperationalError as e:
+            detail = self._missing(settings)
+            if detail is None:
+                raise
+            raise MissingStorage(self._name_of(settings['dbname']),
+                                 self.describe(settings), detail) from e
+        try:
+            conn.set_session(readonly=True)
+            with conn.cursor() as cur:
+                cur.execute(queries[0])
+                count = cur.fetchone()[0]
+                cur.execute(queries[1])
+                tid = cur.fetchone()[0]
+            conn.rollback()
+        finally:
+            conn.close()
+        return int(count), p64(tid or 0)
+
+    def pack(self, settings: _Settings, db: Optional['DB'], t: float, *,
+             gc: bool = False) -> None:
+        """Pack the tenant's database to time t (seconds since the epoch),
+        with garbage collection only when gc, through a storage instance
+        of its own (RelStorage takes its ``pack-gc`` from its options, so
+        the instance serving the application keeps the template's);
+        processes using the tenant meanwhile are not disturbed.  db is
+        not needed."""
+        from ZODB.serialize import referencesf
+        options = self._options(
+            settings.get('keep_history', self.keep_history),
+            create_schema=False, pack_gc=gc)
+        storage = self._open_relstorage(
+            self._with_secrets(settings['dsn']), options)
+        try:
+            storage.pack(t, referencesf)
+        finally:
+            storage.close()
+
+    def storage_config(self, settings: _Settings, *,
+                       secrets: bool = False) -> str:
+        """The ZConfig storage section (RelStorage's ``<relstorage>``,
+        after ``%import relstorage``) that opens the tenant's database as
+        multidb opens it (never making a schema).  The dsn holds no
+        password unless secrets (then the configured one is added)."""
+        dsn = settings['dsn']
+        dsn = self._with_secrets(dsn) if secrets else strip_credentials(dsn)
+        options = dict(self.options, keep_history=settings.get(
+            'keep_history', self.keep_history), create_schema=False)
+        driver = options.pop('driver', None)
+        lines = ['<relstorage>']
+        for key, value in sorted(options.items()):
+            if value is None or isinstance(value, (dict, list, tuple)):
+                continue
+            if isinstance(value, bool):
+                value = 'true' if value else 'false'
+            lines.append(f"  {key.replace('_', '-')} {value}")
+        lines.append('  <postgresql>')
+        if driver:
+            lines.append(f'    driver {driver}')
+        lines.append(f'    dsn {dsn}')
+        lines += ['  </postgresql>', '</relstorage>']
+        return '\n'.join(lines)
 
     # -- data in and out, in FileStorage format ------------------------------
 
@@ -820,14 +949,184 @@ class RelStorageBackend:
         snapshots; anything else there is not multidb's)."""
         from multidb.backends.filestorage import SNAPSHOT_FILE
         d = self._snapshot_folder(settings, create=False)
-        if not d or not os.path.isdir(d):
-            return []
-        return [n[:-3] for n in sorted(os.listdir(d))
-                if SNAPSHOT_FILE.match(n)]
+        found = set(self._snapshot_ids_stored(settings))
+        if d and os.path.isdir(d):
+            # With a snapshot database, a file here is one staged but not
+            # stored (a crash in between): found too, for repair.
+            found.update(n[:-3] for n in os.listdir(d)
+                         if SNAPSHOT_FILE.match(n))
+        return sorted(found)
 
     def remove_snapshot(self, settings: _Settings,
                         snapshot_id: str) -> None:
         unlink_if_present(self.snapshot_path(settings, snapshot_id))
+        if self.snapshot_database:
+            self._snapshot_sql(
+                'DELETE FROM multidb_snapshot_part WHERE tenant = %s AND'
+                ' snapshot_id = %s; DELETE FROM multidb_snapshot WHERE'
+                ' tenant = %s AND snapshot_id = %s',
+                params=(self._snapshot_key(settings), snapshot_id) * 2)
+
+    # -- snapshots kept on the server (snapshot_database) ------------------
+
+    def keep_snapshot(self, settings: _Settings, snapshot_id: str,
+                      path: str) -> None:
+        """With a snapshot_database, store the snapshot file at path (its
+        snapshot_path, complete) there, in one transaction, then delete
+        the local file: from then on every host reaches it.  Else the
+        local file is where it is kept."""
+        if not self.snapshot_database:
+            return
+        key = self._snapshot_key(settings)
+        conn = self._snapshot_connection()
+        try:
+            with conn, conn.cursor() as cur, open(path, 'rb') as f:
+                # Again under the same id (a retried snapshot): replaced.
+                cur.execute('DELETE FROM multidb_snapshot_part WHERE'
+                            ' tenant = %s AND snapshot_id = %s',
+                            (key, snapshot_id))
+                size = part = 0
+                while True:
+                    chunk = f.read(_SNAPSHOT_CHUNK)
+                    if not chunk:
+                        break
+                    cur.execute(
+                        'INSERT INTO multidb_snapshot_part (tenant,'
+                        ' snapshot_id, part, data) VALUES (%s, %s, %s, %s)',
+                        (key, snapshot_id, part,
+                         _psycopg2().Binary(chunk)))
+                    part += 1
+                    size += len(chunk)
+                cur.execute(
+                    'INSERT INTO multidb_snapshot (tenant, snapshot_id,'
+                    ' dbname, size, parts) VALUES (%s, %s, %s, %s, %s)'
+                    ' ON CONFLICT (tenant, snapshot_id) DO UPDATE SET'
+                    ' size = EXCLUDED.size, parts = EXCLUDED.parts',
+                    (key, snapshot_id, settings['dbname'], size, part))
+        finally:
+            conn.close()
+        unlink_if_present(path)
+
+    def has_snapshot(self, settings: _Settings, snapshot_id: str) -> bool:
+        if not self.snapshot_database:
+            return os.path.exists(self.snapshot_path(settings, snapshot_id))
+        return bool(self._snapshot_sql(
+            'SELECT 1 FROM multidb_snapshot WHERE tenant = %s AND'
+            ' snapshot_id = %s',
+            params=(self._snapshot_key(settings), snapshot_id), fetch=True))
+
+    def describe_snapshot(self, settings: _Settings,
+                          snapshot_id: str) -> str:
+        if not self.snapshot_database:
+            return self.snapshot_path(settings, snapshot_id)
+        return (f"postgresql:{self.snapshot_database}/{settings['dbname']}/"
+                f"{snapshot_id}")
+
+    def copy_snapshot(self, settings: _Settings, snapshot_id: str,
+                      dest: str, progress: Any = None) -> int:
+        """Copy the snapshot to the new file dest (fetched from the
+        snapshot database, when snapshots are kept there); return its
+        size.  A snapshot stored incompletely is refused."""
+        if not self.snapshot_database:
+            return copy_file(self.snapshot_path(settings, snapshot_id), dest,
+                             progress)
+        key = self._snapshot_key(settings)
+        conn = self._snapshot_connection()
+        try:
+            with conn:
+                with conn.cursor() as cur:
+                    cur.execute('SELECT size, parts FROM multidb_snapshot'
+                                ' WHERE tenant = %s AND snapshot_id = %s',
+                                (key, snapshot_id))
+                    row = cur.fetchone()
+                if row is None:
+                    raise MissingStorage(
+                        self._name_of(settings['dbname']),
+                        self.describe_snapshot(settings, snapshot_id))
+                size, parts = row
+                # A server-side cursor: one chunk in memory at a time.
+                with conn.cursor(name='multidb_snapshot') as cur, \
+                        open(dest, 'xb') as f:
+                    cur.itersize = 1
+                    cur.execute(
+                        'SELECT part, data FROM multidb_snapshot_part WHERE'
+                        ' tenant = %s AND snapshot_id = %s ORDER BY part',
+                        (key, snapshot_id))
+                    done = expected = 0
+                    for part, data in cur:
+                        if part != expected:
+                            break
+                        f.write(data)
+                        done += len(data)
+                        expected += 1
+                        if progress is not None:
+                            progress(len(data))
+                    if expected != parts or done != size:
+                        raise MissingStorage(
+                            self._name_of(settings['dbname']),
+                            self.describe_snapshot(settings, snapshot_id),
+                            f"stored incompletely ({done} of {size} bytes)")
+            return size
+        except BaseException:
+            unlink_if_present(dest)
+            raise
+        finally:
+            conn.close()
+
+    def _snapshot_key(self, settings):
+        # The tenant's id (another tenant of the same name later has
+        # another); records made before ids were kept: the database.
+        return settings.get('id') or f"dbname:{settings['dbname']}"
+
+    def _snapshot_ids_stored(self, settings):
+        if not self.snapshot_database:
+            return []
+        return [row[0] for row in self._snapshot_sql(
+            'SELECT snapshot_id FROM multidb_snapshot WHERE tenant = %s'
+            ' ORDER BY snapshot_id', params=(self._snapshot_key(settings),),
+            fetch=True)]
+
+    def _snapshot_sql(self, statement, params=None, fetch=False):
+        conn = self._snapshot_connection()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall() if fetch else None
+        finally:
+            conn.close()
+
+    def _snapshot_connection(self):
+        """A connection to the snapshot database, made (with its tables)
+        on first use."""
+        pg = _psycopg2()
+        if not self._snapshot_store_ready:
+            if not self._database_exists(self.snapshot_database):
+                try:
+                    self._admin(self._sql('CREATE DATABASE {}',
+                                          self.snapshot_database))
+                except pg.errors.DuplicateDatabase:
+                    pass    # another process made it meanwhile
+        conn = pg.connect(dsn_with(self.admin_dsn,
+                                   dbname=self.snapshot_database))
+        if not self._snapshot_store_ready:
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock("
+                        "hashtext('multidb_snapshot'));"
+                        "CREATE TABLE IF NOT EXISTS multidb_snapshot ("
+                        " tenant text, snapshot_id text, dbname text,"
+                        " size bigint, parts integer,"
+                        " PRIMARY KEY (tenant, snapshot_id));"
+                        "CREATE TABLE IF NOT EXISTS multidb_snapshot_part ("
+                        " tenant text, snapshot_id text, part integer,"
+                        " data bytea,"
+                        " PRIMARY KEY (tenant, snapshot_id, part))")
+            except BaseException:
+                conn.close()
+                raise
+            self._snapshot_store_ready = True
+        return conn
 
     def tmp_path(self, settings: _Settings) -> str:
         return tmp_name(os.path.join(self._snapshot_folder(settings),

@@ -14,8 +14,9 @@ the registry, loading the configured collection) in
 :mod:`multidb.cli.framework`; argument types and the global options in
 :mod:`multidb.cli.arguments`; what is printed in :mod:`multidb.cli.output`;
 the subcommands, by concern, in ``collection_commands``,
-``tenant_commands``, ``copy_commands`` and ``maintenance_commands``
-(registered in that order, the order of ``multidb --help``).
+``tenant_commands``, ``copy_commands``, ``maintenance_commands`` and
+``fleet_commands`` (registered in that order, the order of ``multidb
+--help``).
 """
 import argparse
 import sys
@@ -30,6 +31,8 @@ from multidb.cli import collection_commands  # noqa: F401
 from multidb.cli import tenant_commands  # noqa: F401
 from multidb.cli import copy_commands  # noqa: F401
 from multidb.cli import maintenance_commands  # noqa: F401
+from multidb.cli import fleet_commands  # noqa: F401
+from multidb.cli import fleet_maintenance_commands  # noqa: F401
 from multidb.cli.arguments import global_options
 from multidb.cli.framework import COMMANDS
 from multidb.cli.framework import FAILED

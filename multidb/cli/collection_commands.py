@@ -110,11 +110,12 @@ def health(args: argparse.Namespace) -> int:
         return OK if ok else FAILED
     rows = [(r.name, 'yes' if r.reachable else 'NO',
              '-' if r.latency is None else f"{r.latency * 1000:.1f} ms",
-             _time(r.last_transaction), r.error or '')
+             _time(r.last_transaction),
+             '-' if r.in_use is None else str(r.in_use), r.error or '')
             for r in results]
     if rows:
         print(_table(rows, ('NAME', 'REACHABLE', 'LATENCY',
-                            'LAST TRANSACTION', 'ERROR')))
+                            'LAST TRANSACTION', 'IN USE', 'ERROR')))
     unreachable = sum(not r.reachable for r in results)
     print(f"{len(results) - unreachable} of {len(results)} database(s)"
           f" reachable")

@@ -1,4 +1,5 @@
-"""The maintenance commands: ``expire``, ``repair`` and ``relocate``.
+"""The maintenance commands: ``expire``, ``repair``, ``relocate`` and
+``check-references``.
 """
 import argparse
 import datetime
@@ -85,3 +86,23 @@ def relocate(args: argparse.Namespace) -> int:
     # Refused tenants are reported; the records of the others changed.
     return FAILED if any(d['action'].startswith('refused')
                          for d in done) else OK
+
+
+@command('check-references',
+         help="find objects of a tenant's database that refer to another"
+              " tenant's database (isolation refuses new ones); exit code"
+              " 1 when any is found",
+         arguments=[(('names',), dict(
+             nargs='*', metavar='NAME', type=_tenant_name,
+             help="the tenants to read (default: every tenant)"))])
+def check_references(args: argparse.Namespace) -> int:
+    with _tenants(args) as tenants:
+        found = list(tenants.check_references(args.names or None))
+    if args.json:
+        _print_json(found)
+    elif not found:
+        print("no tenant refers to another tenant")
+    else:
+        print(_table([(f['tenant'], f['oid'], ', '.join(f['targets']))
+                      for f in found], ('TENANT', 'OID', 'REFERS TO')))
+    return FAILED if found else OK

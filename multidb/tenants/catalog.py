@@ -264,16 +264,17 @@ def serial(root: Any) -> int:
     return 0 if counter is None else counter()
 
 
-def changes(root: Any, since: int, until: int) -> Optional[Set[str]]:
-    """The names changed after serial since, up to until (a set), or None
-    when the log does not reach back that far (read the whole catalog)."""
+def changes(root: Any, since: int, until: int) -> Optional[Dict[str, int]]:
+    """The names changed after serial since, up to until, each with the
+    serial of its last change there; None when the log does not reach
+    back that far (read the whole catalog)."""
     if since == until:
-        return set()
+        return {}
     log = root.get(CHANGES_KEY)
     if log is None or since > until:
         return None
-    names = set(log.values(since + 1, until))
+    items = log.items(since + 1, until)
     # Every serial in between must be there, or something is missing.
-    if len(log.keys(since + 1, until)) != until - since:
+    if len(items) != until - since:
         return None
-    return names
+    return {name: number for number, name in items}

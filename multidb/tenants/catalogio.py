@@ -27,7 +27,6 @@ from multidb.errors import NoSuchTenant
 from multidb.errors import TenantExists
 from multidb.errors import UnknownDatabase
 from multidb.glue import is_joined
-from multidb.glue import prefetch_changes
 from multidb.glue import pushes_invalidations
 from multidb.retry import retryable
 from multidb.tenants.catalog import bump as _bump
@@ -352,6 +351,19 @@ class CatalogAccess:
                                   " group still holds its connections)")
         return True
 
+    def _log_change(self, group, name):
+        """Log a change of name's record in the catalog, in group's
+        transaction (see catalog.bump); once it commits, this process's
+        watcher tells the subscribers."""
+        _bump(group.root(self.catalog), name)
+        if self._subscribers:
+            group.transaction_manager.get().addAfterCommitHook(
+                self._change_committed)
+
+    def _change_committed(self, ok):
+        if ok:
+            self._poll_now()
+
     def _saw(self, db, tid, serial):
         # What refresh() found.
         with self._lock:
@@ -359,80 +371,12 @@ class CatalogAccess:
                 self._serial_seen = serial
                 if db is not self._catalog_db:
                     self._pushes = pushes_invalidations(db.storage)
-                    # A ZEO catalog: what another process commits is
-                    # loaded, and applied (_catch_up), as the server
-                    # tells of it, not by the next request.
-                    if prefetch_changes(db, self._changed_elsewhere) and \
-                            self._catcher is None:
-                        self._catcher = threading.Thread(
-                            target=self._catch_up, daemon=True,
-                            name=f'multidb catalog {self.catalog!r}')
-                        self._catcher.start()
+                    # Told of commits made elsewhere (ZEO, PostgreSQL):
+                    # applied as they happen (see multidb.tenants.events).
+                    self._follow(db)
                 self._catalog_db = db
                 self._tid_seen = tid
                 self._polled_at = time.monotonic()
-
-    def _wait_for_catch_up(self, db):
-        # A catch-up is applying what changed: waiting for it costs less
-        # than doing the same work beside it.  True when it brought the
-        # collection up to date with db's last transaction.
-        with self._caught_up:
-            self._caught_up.wait_for(lambda: not self._catching_up,
-                                     timeout=self.catch_up_wait)
-            return (db is self._catalog_db and
-                    db.storage.lastTransaction() == self._tid_seen)
-
-    def _changed_elsewhere(self, tid):
-        # Another process committed tid to the catalog: ZEO's I/O thread
-        # tells, and must not wait (nor start a thread: Thread.start()
-        # waits for the new thread), so it only wakes the catch-up thread.
-        with self._lock:
-            self._behind = tid
-            self._caught_up.notify_all()
-
-    def _catch_up(self):
-        """Apply the catalog's changes made elsewhere as they arrive, in a
-        thread of its own, so that requests find the collection current
-        (a tenant dropped elsewhere closed here, one replaced reopened on
-        use) without reading the catalog themselves.  A request that comes
-        while it works waits for it (see refresh); it ends with the
-        collection."""
-        while True:
-            with self._lock:
-                self._catching_up = False
-                self._caught_up.notify_all()
-                # The timeout: to notice that the collection was closed.
-                self._caught_up.wait_for(
-                    lambda: self._behind is not None or
-                    self.collection.closed, timeout=5)
-                tid, db = self._behind, self._catalog_db
-                if self.collection.closed:
-                    self._catcher = None
-                    return
-                if tid is None or db is None:
-                    continue
-                self._behind = None
-                self._catching_up = True
-            # ZEO tells of tid just before its lastTransaction() says it:
-            # a refresh reading the catalog sooner would see the state
-            # before tid.  (Microseconds; bounded in case the connection
-            # drops meanwhile.)
-            deadline = time.monotonic() + 30
-            while db.storage.lastTransaction() < tid and \
-                    not self.collection.closed and \
-                    time.monotonic() < deadline:
-                time.sleep(0.0001)
-            tm = transaction.TransactionManager()
-            try:
-                with self.collection.group(tm) as group:
-                    try:
-                        self.refresh(group, '')
-                    finally:
-                        tm.abort()
-            except Exception:
-                # Left to the next request's refresh.
-                log.debug("catching up with catalog %r failed",
-                          self.catalog, exc_info=True)
 
     def _declare(self, rec, private=False, create=False):
         if not isinstance(rec, TenantRecord):
@@ -500,7 +444,7 @@ class CatalogAccess:
                                                    rec.settings):
                 raise NoSuchTenant(rec.name)
             del tree[rec.name]
-            _bump(g.root(self.catalog), rec.name)
+            self._log_change(g, rec.name)
 
     def _commit_record(self, rec, new=False):
         with self._catalog(write=True) as (tree, g):
@@ -508,7 +452,7 @@ class CatalogAccess:
                 raise TenantExists(rec.name)
             tree[rec.name] = rec
             if new:
-                _bump(g.root(self.catalog), rec.name)
+                self._log_change(g, rec.name)
 
     def _write(self, change):
         """change(tree, group) in a catalog transaction, committed; run

@@ -36,7 +36,6 @@ from multidb.retry import lost_connection
 from multidb.tenants import archive as _archive
 from multidb.tenants.catalog import Snapshot
 from multidb.tenants.catalog import TenantRecord
-from multidb.tenants.catalog import bump as _bump
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalogio import _transient
 from multidb.tenants.crashpoints import _crashpoint
@@ -138,8 +137,16 @@ class Copies:
             # The folder too is flushed: the catalog lists the snapshot
             # next, and must never list a file a crash can take back.
             move_into_place(tmp, path)
+            # Where the backend keeps it (a snapshot database), before
+            # the catalog lists it.
+            backend.keep_snapshot(rec.settings, sid, path)
         except BaseException:
             unlink_if_present(tmp)
+            try:
+                backend.remove_snapshot(rec.settings, sid)
+            except Exception:
+                log.warning("snapshot %s of %r is left for repair", sid,
+                            rec.name, exc_info=True)
             raise
         _crashpoint('snapshot.written')
         snap = Snapshot(id=sid, created=when, size=size, label=label)
@@ -163,7 +170,7 @@ class Copies:
                             " commit reported an error", sid, rec.name)
                 return snap
             if listed is False:
-                unlink_if_present(path)
+                backend.remove_snapshot(rec.settings, sid)
             raise
         return snap
 
@@ -219,11 +226,11 @@ class Copies:
             self._check_idle(name)
             before = self._snapshot_or_keep(
                 rec, f'before revert to {snapshot_id}', progress)
-            src = backend.snapshot_path(rec.settings, snapshot_id)
             tmp = backend.tmp_path(rec.settings)
             self._undeclare(name)
             try:
-                copy_file(src, tmp, progress)
+                backend.copy_snapshot(rec.settings, snapshot_id, tmp,
+                                      progress)
                 _crashpoint('revert.copied')
                 backend.load(rec.settings, tmp)
                 _crashpoint('revert.loaded')
@@ -232,7 +239,7 @@ class Copies:
                     tree[name] = current.replace(modified=_now())
                     # Other processes have the old data open: their next
                     # refresh closes it (see refresh).
-                    _bump(g.root(self.catalog), name)
+                    self._log_change(g, name)
             finally:
                 unlink_if_present(tmp)
                 self._declare(self.get(name))
@@ -351,14 +358,14 @@ class Copies:
                             name=name, kind=backend.kind, settings=settings,
                             created=source.created, modified=_now(),
                             expires=source.expires, labels=source.labels)
-                        _bump(g.root(self.catalog), name)
+                        self._log_change(g, name)
                     else:
                         # Replacing restores the data; the tenant keeps
                         # its own record (labels, expiry, snapshots), so
                         # a crash once the data is in place is the new
                         # state already.
                         rec = current.replace(modified=_now())
-                        _bump(g.root(self.catalog), name)   # see revert
+                        self._log_change(g, name)   # see revert
                     tree[name] = rec
             except BaseException:
                 if existing is None:

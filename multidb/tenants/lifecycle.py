@@ -51,7 +51,6 @@ from multidb.retry import AttemptWithBackoff
 from multidb.retry import lost_connection
 from multidb.tenants import archive as _archive
 from multidb.tenants.catalog import TenantRecord
-from multidb.tenants.catalog import bump as _bump
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalog import tree as _tree
 from multidb.tenants.catalogio import CatalogAccess
@@ -64,7 +63,12 @@ from multidb.tenants.crashpoints import _crash_test_join
 from multidb.tenants.crashpoints import _crashpoint
 from multidb.tenants.locks import NameLocks
 from multidb.tenants.maintenance import Maintenance
+from multidb.tenants.fleet import Fleet
+from multidb.tenants.isolation import Isolation
+from multidb.tenants.events import Events
 from multidb.tenants.maintenance import _expiry
+from multidb.tenants.packing import Packing
+from multidb.tenants.stats import Stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from multidb.collection import Collection
@@ -86,7 +90,8 @@ _Path = Union[str, 'os.PathLike[str]']
 
 
 @implementer(ITenants, INameResolver)
-class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
+class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
+              Stats, Packing, Isolation, Events):
     """See ``multidb.interfaces.ITenants``.
 
     collection: the collection; catalog: the name of its catalog database;
@@ -105,7 +110,14 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
     restored archive may name besides the defaults (see
     ``multidb.tenants.archive.PicklePolicy``); catalog_poll_interval: how
     often (seconds) a catalog whose storage does not push invalidations
-    (RelStorage) is polled for changes (see ``refresh``).
+    (RelStorage) is polled for changes (see ``refresh``); isolation:
+    refuse (``CrossTenantReference``) a commit storing a reference from
+    one tenant's database into another's; catalog_notify: a catalog on
+    PostgreSQL NOTIFYs its commits (a trigger is installed in its
+    database), and the process LISTENs, applying what another process
+    did within moments (see ``multidb.tenants.events``); notify_commits:
+    with that, tell the other processes of each commit to a tenant
+    (their ``subscribe(commits=True)``).
     """
 
     def __init__(self, collection: 'Collection', *, catalog: str,
@@ -117,7 +129,10 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
                  archive_checksum: str = 'crc32',
                  archive_key: Union[bytes, str, None] = None,
                  archive_allow: Iterable[str] = (),
-                 catalog_poll_interval: float = 1.0) -> None:
+                 catalog_poll_interval: float = 1.0,
+                 isolation: bool = True,
+                 catalog_notify: bool = True,
+                 notify_commits: bool = False) -> None:
         if expire_action not in EXPIRE_ACTIONS:
             raise ValueError(f"expire_action must be one of {EXPIRE_ACTIONS},"
                              f" not {expire_action!r}")
@@ -159,7 +174,22 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
         # _changed_elsewhere).
         self._behind = None
         self._catching_up = False
-        self._catcher = None           # its thread
+        self._catcher = None           # the watcher's thread
+        # Subscriptions (a tuple, replaced whole: read without the lock),
+        # the serial of the last event told, the PostgreSQL listener.
+        self._subscribers = ()
+        self._event_serial = None
+        self._listener = None
+        self._commits = []             # (name, tid) for the watcher
+        #: LISTEN for the commits of a catalog on PostgreSQL (see
+        #: multidb.tenants.events).
+        self.catalog_notify = catalog_notify
+        #: Tell the other processes (LISTEN/NOTIFY, a catalog on
+        #: PostgreSQL) of each commit this process makes to a tenant, for
+        #: their commit subscribers.
+        self.notify_commits = notify_commits
+        if notify_commits:
+            collection.commit_hooks.append(self._tenant_committed)
         self._caught_up = threading.Condition(self._lock)
         #: How long a refresh waits for a catch-up in progress before it
         #: reads the catalog itself, in seconds.
@@ -168,7 +198,12 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
         #: invalidations (RelStorage), in seconds.
         self.catalog_poll_interval = catalog_poll_interval
         self._loaded = False
+        #: Refuse a commit that makes a reference from one tenant's
+        #: database into another's (see multidb.tenants.isolation).
+        self.isolation = isolation
         collection.set_resolver(self)
+        collection.reference_checks.append(self._check_reference)
+        collection.close_hooks.append(self._stop_following)
         # The catalog finishes last in a two-phase commit: a crash between
         # finishing a tenant and the catalog leaves data without a record,
         # which repair() deletes, never a record without data.
@@ -290,7 +325,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance):
                         if name in tree:          # another process won
                             raise TenantExists(name)
                         tree[name] = rec
-                        _bump(g.root(self.catalog), name)
+                        self._log_change(g, name)
                         # The lock must still be held as the record
                         # commits (PostgreSQL's is lost with its
                         # connection).

@@ -24,7 +24,6 @@ from multidb.errors import NoSuchTenant
 from multidb.errors import NotConfigured
 from multidb.files import stale_temp_files
 from multidb.inputs import expiry as _expiry
-from multidb.tenants.catalog import bump as _bump
 from multidb.tenants.catalog import new_tenant_id
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalog import public_settings
@@ -204,14 +203,15 @@ class Maintenance:
                 if rec.snapshot(sid) is None:
                     plan.append((
                         finding('stray snapshot', rec.name,
-                                backend.snapshot_path(rec.settings, sid)),
+                                backend.describe_snapshot(rec.settings,
+                                                          sid)),
                         functools.partial(self._repair_snapshot, rec, sid)))
-            missing = [s for s in rec.snapshots if not os.path.exists(
-                backend.snapshot_path(rec.settings, s.id))]
+            missing = [s for s in rec.snapshots
+                       if not backend.has_snapshot(rec.settings, s.id)]
             for s in missing:
                 plan.append((finding(
                     'missing snapshot', rec.name,
-                    backend.snapshot_path(rec.settings, s.id)), None))
+                    backend.describe_snapshot(rec.settings, s.id)), None))
             if rec.name in moved or place in stored:
                 continue
             if not backend.exists(rec.settings):
@@ -376,7 +376,7 @@ class Maintenance:
                     raise NoSuchTenant(name)
                 tree[name] = current.replace(settings=settings)
                 # Other processes reopen it from where it is now.
-                _bump(g.root(self.catalog), name)
+                self._log_change(g, name)
             self._write(update)
         finally:
             self._redeclare(self._record(name) or rec)
