@@ -294,9 +294,12 @@ class _Loader(ZConfig.loader.ConfigLoader):
         # (id of container matcher, key) -> where the first section is.
         self._seen = {}
 
+    # The parser of each file (multidb.exporting records the lines).
+    parser_class = _Parser
+
     def _parse_resource(self, matcher, resource, defines=None):
-        parser = _Parser(resource, self,
-                         self.defines if defines is None else defines)
+        parser = self.parser_class(
+            resource, self, self.defines if defines is None else defines)
         self._parsers.append(parser)
         try:
             parser.parse(matcher)

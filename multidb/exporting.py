@@ -145,21 +145,13 @@ class _RecordingLoader(_Loader):
     """multidb's loader, recording the sections as written (a tree of
     ``_Node``) while it parses."""
 
+    parser_class = _RecordingParser
+
     def __init__(self, schema, defines=None):
         super().__init__(schema, defines)
         self.root = _Node(None, None, None, 0)
         self._stack = [self.root]
         self.imports: List[str] = []
-
-    def _parse_resource(self, matcher, resource, defines=None):
-        parser = _RecordingParser(resource, self,
-                                  self.defines if defines is None
-                                  else defines)
-        self._parsers.append(parser)
-        try:
-            parser.parse(matcher)
-        finally:
-            self._parsers.pop()
 
     def startSection(self, parent, type_, name):
         matcher = super().startSection(parent, type_, name)

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Iterable
 from typing import Iterator
 from typing import List
 from typing import Union
@@ -350,6 +351,17 @@ class CatalogAccess:
             raise UnknownDatabase(name, "no longer exists (dropped; a"
                                   " group still holds its connections)")
         return True
+
+    def _named_records(self, names: Iterable[str]) -> List[TenantRecord]:
+        """The records of names (sorted, once each); ``NoSuchTenant`` for
+        the first name the catalog does not have."""
+        records = []
+        for name in sorted(set(names)):
+            rec = self._record(name)
+            if rec is None:
+                raise NoSuchTenant(name)
+            records.append(rec)
+        return records
 
     def _log_change(self, group, name):
         """Log a change of name's record in the catalog, in group's

@@ -35,7 +35,6 @@ from typing import Optional
 import transaction
 
 from multidb.errors import InvalidInput
-from multidb.errors import NoSuchTenant
 from multidb.tenants.catalog import TenantRecord
 
 
@@ -111,12 +110,7 @@ class Packing:
         if names is None:
             records = list(self.records())
         else:
-            records = []
-            for name in sorted(set(names)):
-                rec = self._record(name)
-                if rec is None:
-                    raise NoSuchTenant(name)
-                records.append(rec)
+            records = self._named_records(names)
         # One time for every tenant: "days ago" means the same moment.
         t = time.time() - days * 86400
         def one(rec):

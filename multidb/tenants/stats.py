@@ -28,7 +28,6 @@ from persistent.TimeStamp import TimeStamp
 from ZODB.utils import z64
 
 from multidb.errors import InvalidInput
-from multidb.errors import NoSuchTenant
 from multidb.tenants.catalog import TenantRecord
 
 UTC = datetime.timezone.utc
@@ -122,12 +121,7 @@ class Stats:
         if names is None:
             records = self.records(batch=self.stats_batch)
         else:
-            records = []
-            for name in sorted(set(names)):
-                rec = self._record(name)
-                if rec is None:
-                    raise NoSuchTenant(name)
-                records.append(rec)
+            records = self._named_records(names)
         out = []
         batch = []
         for rec in records:

@@ -176,8 +176,9 @@ def measure(kind, creator, sub, count, raw_send, run):
     for i in range(count):
         name = f'r{run}n{i:03d}'
         creator.tenants.create(name)
-        if kind == 'zeo':
-            creator.remove(name)     # FileStorage: one process at a time
+        # Closed again: FileStorage serves one process at a time, and
+        # each open PostgreSQL tenant holds server connections.
+        creator.remove(name)
         line = sub.wait(lambda line, n=name: line.startswith(
             f'event {n} created'))
         events.append(float(line.split()[-1]))

@@ -18,7 +18,14 @@ the tenant's counter) over every tenant:
   for each name of ``tenants.list()`` (no marks, no journal, no retries).
 
 Every figure is "median (min-max)" over the rounds, in seconds for the
-whole run and in tenants per second.
+whole run and in tenants per second; the ratios are taken per round
+(run_all sequential over the hand-written loop: goal <= 1.10; the
+speed-up of jobs=2 over jobs=1: goal >= 0.7 x 2 on two cores).
+
+Memory: ``run_all`` (jobs=1) in a fresh subprocess over the first tenth
+of the tenants and over all of them, each with ``max_open`` 64; the
+peak RSS (VmHWM) of both, and their ratio: bounded by ``max_open``, not by
+the number of tenants, means a ratio near 1.
 """
 import argparse
 import os
@@ -34,6 +41,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from benchutil import Runs  # noqa: E402
 from benchutil import add_runs_argument  # noqa: E402
 from benchutil import table  # noqa: E402
+from benchutil import verdict  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), 'multidb-bench-fleet')
 
@@ -83,12 +91,49 @@ def hand_loop(t):
             count(g, rec.name)
 
 
+def _peak_rss_mb():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def rss_worker(folder, k):
+    """In a subprocess: run_all over the first k tenants; print the peak
+    RSS in MB."""
+    journals = tempfile.mkdtemp()
+    c, t = tenants_in(folder)
+    c.max_open = 64
+    try:
+        names = sorted(r.name for r in t.list())[:k]
+        report = t.run_all(count, names=names, journal_dir=journals)
+        assert report.ok and len(report.done) == k, report
+    finally:
+        c.close()
+        shutil.rmtree(journals, ignore_errors=True)
+    print(f"{_peak_rss_mb():.1f}")
+
+
+def rss(folder, k):
+    import subprocess
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), '--rss-worker', folder,
+         str(k)], check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--n', type=int, default=10_000,
                         help="how many tenants (default 10,000)")
+    parser.add_argument('--rss-worker', nargs=2, help=argparse.SUPPRESS)
     add_runs_argument(parser)
     args = parser.parse_args(argv)
+    if args.rss_worker:
+        rss_worker(args.rss_worker[0], int(args.rss_worker[1]))
+        return 0
+    print('Command:', ' '.join([sys.executable] + sys.argv))
     folder = build(args.n)
     journals = tempfile.mkdtemp()
     sides = {
@@ -102,6 +147,7 @@ def main(argv=None):
     order = list(sides)
     try:
         for r in range(args.runs):
+            this = {}
             for key in order[r % len(order):] + order[:r % len(order)]:
                 c, t = tenants_in(folder)
                 try:
@@ -114,14 +160,38 @@ def main(argv=None):
                     assert report.ok and len(report.done) == args.n, report
                 res.add(key, elapsed)
                 res.add(key + '/s', args.n / elapsed)
+                this[key] = elapsed
                 print(f"  round {r + 1}: {key}: {elapsed:.2f} s",
                       file=sys.stderr)
+            res.add('overhead', this['run_all, jobs=1'] /
+                    this['hand-written loop'])
+            res.add('speed-up', this['run_all, jobs=1'] /
+                    this['run_all, jobs=2'])
+            small = max(1, args.n // 10)
+            res.add('rss small', rss(folder, small))
+            res.add('rss all', rss(folder, args.n))
+            res.add('rss ratio', res.get('rss all')[-1] /
+                    res.get('rss small')[-1])
     finally:
         shutil.rmtree(journals, ignore_errors=True)
     table(f"run_all over {args.n:,} FileStorage tenants (median (min-max)"
           f" of {args.runs} runs)", ['how', 'seconds', 'tenants/s'],
           [[k, res.fig(k, 2), res.fig(k + '/s', fmt=',.0f')]
            for k in sides])
+    over, up, mem = (res.med('overhead'), res.med('speed-up'),
+                     res.med('rss ratio'))
+    table("ratios, per run (median (min-max))",
+          ['ratio', 'figure', 'goal', 'verdict'],
+          [['run_all jobs=1 / hand-written loop', res.fig('overhead', 2),
+            '<= 1.10', verdict(over <= 1.10)],
+           ['speed-up, jobs=2 over jobs=1', res.fig('speed-up', 2),
+            '>= 1.4 (0.7 x 2)', verdict(up >= 1.4)],
+           [f'peak RSS (MB), {small:,} tenants', res.fig('rss small', 1),
+            '', ''],
+           [f'peak RSS (MB), {args.n:,} tenants', res.fig('rss all', 1),
+            '', ''],
+           ['peak RSS ratio (bounded by max_open)', res.fig('rss ratio', 2),
+            '<= 1.5', verdict(mem <= 1.5)]])
     return 0
 
 
