@@ -219,3 +219,56 @@ def test_postgresql_commits_of_another_process(postgres, pg_db, tmp_path,
     finally:
         a.close()
         b.close()
+
+
+def test_postgresql_role_that_may_not_make_the_trigger(postgres, pg_db,
+                                                       tmp_path, prefix,
+                                                       caplog):
+    # The catalog made by its owner; a process connecting as a role that
+    # may use the tables but not make the trigger polls instead, saying
+    # so once.
+    import logging
+    from test_relstorage import _rs_factory
+    owner, _ = _pg_pair(postgres, pg_db, tmp_path, prefix,
+                        catalog_notify=False)
+    try:
+        owner.tenants.create('x')       # the catalog's tables made
+    finally:
+        owner.close()
+    role = prefix + 'app'
+    postgres.sql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        # What RelStorage needs (it checks its schema as it opens), not
+        # the TRIGGER privilege.
+        for grant in ('GRANT CREATE, USAGE ON SCHEMA public TO "{r}"',
+                      'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON'
+                      ' ALL TABLES IN SCHEMA public TO "{r}"',
+                      'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{r}"'):
+            postgres.sql(grant.format(r=role), dbname=pg_db)
+        backend = RelStorageBackend(postgres.dsn(prefix + '{name}'),
+                                    template=prefix + 'template',
+                                    keep_history=False)
+        c = multidb.Collection()
+
+        def catalog():
+            dsn = postgres.dsn(pg_db).replace('user=postgres',
+                                              f'user={role}')
+            return RelStorageBackend(postgres.dsn('x_{name}'),
+                                     keep_history=False)._open_relstorage(dsn)
+        c.declare('catalog', catalog)
+        t = multidb.Tenants(c, catalog='catalog', backend=backend)
+        try:
+            with caplog.at_level(logging.WARNING,
+                                 logger='multidb.backends.pgnotify'):
+                t.subscribe(lambda e: None)
+                assert t._listener.ready.wait(10)
+                time.sleep(0.3)
+            assert not t._listener.connected
+            assert caplog.text.count('cannot listen for changes') == 1
+            assert 'found by polling instead' in caplog.text
+            assert 'permission denied' in caplog.text
+        finally:
+            c.close()
+    finally:
+        postgres.sql(f'DROP OWNED BY "{role}"', dbname=pg_db)
+        postgres.sql(f'DROP ROLE "{role}"')

@@ -54,6 +54,12 @@ CREATE OR REPLACE TRIGGER multidb_notify_catalog
 """
 
 
+def _not_allowed(error):
+    # PostgreSQL's insufficient_privilege (42501): the role may not make
+    # the trigger's function or trigger.
+    return getattr(error, 'pgcode', None) == '42501'
+
+
 class Listener:
     """Listens for the commits of one catalog database; calls
     ``on_change()`` (in the listener's thread) for each, and once after
@@ -152,19 +158,31 @@ class Listener:
 
     def _run(self):
         backoff = 0.05
+        told = False
         while not self._stop.is_set():
             try:
                 conn = self._conn = self._connect()
             except Exception as e:
+                text = ' '.join(str(e).split())
+                if _not_allowed(e):
+                    # The catalog's role may not make the trigger: no
+                    # notifications, ever; the refresh polls as it would.
+                    log.warning("cannot listen for changes of %r: %s; they"
+                                " are found by polling instead",
+                                self._name, text)
+                    self.ready.set()
+                    return
                 # Said once per outage, then quietly retried.
-                log.warning("cannot listen for changes of %r (retrying in"
-                            " %.2g s): %s", self._name, backoff,
-                            ' '.join(str(e).split()))
+                (log.debug if told else log.warning)(
+                    "cannot listen for changes of %r (retrying): %s",
+                    self._name, text)
+                told = True
                 self.ready.set()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = 0.05
+            told = False
             self.connected = True
             self.ready.set()
             self._connections += 1

@@ -60,6 +60,10 @@ def _tenants(args: argparse.Namespace, *, make_folders=False):
     every path."""
     collection = load_collection(args, make_folders=make_folders)
     try:
-        yield collection.tenants   # NotConfigured without <tenants>
+        tenants = collection.tenants   # NotConfigured without <tenants>
+        # A command lives for one operation: no listener for the
+        # catalog's notifications (a connection, a thread) to start.
+        tenants.catalog_notify = False
+        yield tenants
     finally:
         collection.close()
