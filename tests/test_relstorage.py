@@ -471,6 +471,31 @@ def test_changes_elsewhere_are_seen(tenants, postgres, pg_db, backend,
 
 # -- snapshots kept on the server (snapshot_database) -------------------------
 
+def _snapdb(prefix):
+    # Not spelled as a tenant's database (prefix + name): refused.
+    return 'snapshots_' + prefix
+
+
+@pytest.fixture
+def snapdb(postgres, prefix):
+    yield _snapdb(prefix)
+    postgres.sql(f'DROP DATABASE IF EXISTS "{_snapdb(prefix)}" WITH (FORCE)')
+
+
+def test_snapshot_database_name_is_checked(postgres, prefix, tmp_path):
+    def make(name):
+        return RelStorageBackend(postgres.dsn(prefix + '{name}'),
+                                 template='tpl_' + prefix,
+                                 snapshot_dir=str(tmp_path),
+                                 snapshot_database=name)
+    for name, why in [(prefix + 'snaps', "spelled as a tenant's database"),
+                      ('tpl_' + prefix, "the tenants' template"),
+                      ('', 'not a PostgreSQL database name')]:
+        with pytest.raises(ValueError, match=why):
+            make(name)
+    assert make(_snapdb(prefix)).snapshot_database == _snapdb(prefix)
+
+
 def _host(postgres, pg_db, prefix, folder):
     """A process on a host of its own: its own local folder, the shared
     cluster (catalog, tenants, snapshot database)."""
@@ -478,7 +503,7 @@ def _host(postgres, pg_db, prefix, folder):
     backend = RelStorageBackend(postgres.dsn(prefix + '{name}'),
                                 template=prefix + 'template',
                                 snapshot_dir=str(folder),
-                                snapshot_database=prefix + 'snapshots',
+                                snapshot_database=_snapdb(prefix),
                                 keep_history=False)
     c = multidb.Collection()
     c.declare('catalog', _rs_factory(postgres, pg_db))
@@ -490,7 +515,7 @@ def _files(folder):
 
 
 def test_snapshot_on_one_host_reverted_on_another(postgres, pg_db, prefix,
-                                                  backend, tmp_path):
+                                                  backend, tmp_path, snapdb):
     a, ta = _host(postgres, pg_db, prefix, tmp_path / 'host-a')
     b, tb = _host(postgres, pg_db, prefix, tmp_path / 'host-b')
     try:
@@ -516,14 +541,13 @@ def test_snapshot_on_one_host_reverted_on_another(postgres, pg_db, prefix,
 
 
 def test_snapshot_database_repair_and_drop(postgres, pg_db, prefix,
-                                           backend, tmp_path):
+                                           backend, tmp_path, snapdb):
     a, ta = _host(postgres, pg_db, prefix, tmp_path / 'host-a')
     try:
         ta.create('x', init=lambda root: root.update(v=1))
         sid = ta.snapshot('x')
         settings = ta.get('x').settings
         store = ta.backend
-        snapdb = prefix + 'snapshots'
         # A snapshot stored with no record (a crash before the catalog
         # listed it): repair finds it on the server and deletes it.
         stray = tmp_path / 'stray.fs'

@@ -161,6 +161,8 @@ class RelStorageBackend:
         self._name_re = re.compile(re.escape(self._prefix) +
                                    r'([a-z][a-z0-9_-]*)' +
                                    re.escape(self._suffix) + r'\Z')
+        if snapshot_database is not None:
+            self._check_snapshot_database(snapshot_database)
 
     def __repr__(self):
         return (f"<RelStorageBackend {self._prefix}{PLACEHOLDER}"
@@ -1032,6 +1034,7 @@ class RelStorageBackend:
                              progress)
         key = self._snapshot_key(settings)
         conn = self._snapshot_connection()
+        made = False     # dest is ours to delete only once we made it
         try:
             with conn:
                 with conn.cursor() as cur:
@@ -1047,6 +1050,7 @@ class RelStorageBackend:
                 # A server-side cursor: one chunk in memory at a time.
                 with conn.cursor(name='multidb_snapshot') as cur, \
                         open(dest, 'xb') as f:
+                    made = True
                     cur.itersize = 1
                     cur.execute(
                         'SELECT part, data FROM multidb_snapshot_part WHERE'
@@ -1068,10 +1072,26 @@ class RelStorageBackend:
                             f"stored incompletely ({done} of {size} bytes)")
             return size
         except BaseException:
-            unlink_if_present(dest)
+            if made:
+                unlink_if_present(dest)
             raise
         finally:
             conn.close()
+
+    def _check_snapshot_database(self, dbname):
+        # Its tables must never land in a tenant's database or a
+        # template (a tenant's drop, or a create from the template,
+        # would take the snapshots with it).
+        problem = None
+        if not dbname or len(dbname) > 63 or '\x00' in dbname:
+            problem = "is not a PostgreSQL database name"
+        elif self._name_re.match(dbname):
+            problem = ("is spelled as a tenant's database"
+                       f" ({self._prefix}NAME{self._suffix})")
+        elif dbname in self._templates():
+            problem = "is the tenants' template"
+        if problem:
+            raise ValueError(f"the snapshot database {dbname!r} {problem}")
 
     def _snapshot_key(self, settings):
         # The tenant's id (another tenant of the same name later has

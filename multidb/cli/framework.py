@@ -12,6 +12,8 @@ from typing import Callable
 from typing import NamedTuple
 from typing import Sequence
 
+from multidb.interfaces import ITenants
+
 #: Exit codes (130: interrupted, as a shell reports Ctrl-C; 3: done, but
 #: something is left for ``repair``).
 OK, FAILED, USAGE, PARTIAL, INTERRUPTED = 0, 1, 2, 3, 130
@@ -50,8 +52,15 @@ def load_collection(args: argparse.Namespace, *, make_folders=False):
     from multidb.config import collectionFromFiles
     if not args.config:
         raise UsageError("no configuration: give -C FILE or -C FOLDER")
-    return collectionFromFiles(args.config, defines=args.defines,
-                               make_folders=make_folders)
+    collection = collectionFromFiles(args.config, defines=args.defines,
+                                     make_folders=make_folders)
+    resolver = collection.resolver
+    if ITenants.providedBy(resolver):
+        # A command lives for one operation (health, list, create ...):
+        # no listener for the catalog's notifications (a connection, a
+        # thread) to start.
+        resolver.catalog_notify = False
+    return collection
 
 
 @contextlib.contextmanager
@@ -60,10 +69,6 @@ def _tenants(args: argparse.Namespace, *, make_folders=False):
     every path."""
     collection = load_collection(args, make_folders=make_folders)
     try:
-        tenants = collection.tenants   # NotConfigured without <tenants>
-        # A command lives for one operation: no listener for the
-        # catalog's notifications (a connection, a thread) to start.
-        tenants.catalog_notify = False
-        yield tenants
+        yield collection.tenants   # NotConfigured without <tenants>
     finally:
         collection.close()

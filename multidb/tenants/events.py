@@ -298,11 +298,12 @@ class Events:
                         continue
                 else:
                     self._behind = None
-                    self._catching_up = True
                     if behind is _POLL:
                         # refresh() reads the catalog, whatever the
                         # interval.
                         self._polled_at = float('-inf')
+            # Subscribers are called with _catching_up off: a request
+            # waits for the catalog's catch-up, never for a callback.
             if commits:
                 self._tell([
                     TenantEvent(name, 'committed', None, None, tid)
@@ -311,6 +312,8 @@ class Events:
                     for name, tid in commits])
             if behind is None:
                 continue
+            with self._lock:
+                self._catching_up = True
             if isinstance(behind, bytes) and db is not None:
                 # ZEO tells of tid just before its lastTransaction() says
                 # it: a refresh reading the catalog sooner would see the
@@ -339,6 +342,10 @@ class Events:
             log.debug("catching up with catalog %r failed", self.catalog,
                       exc_info=True)
             return
+        finally:
+            with self._lock:
+                self._catching_up = False
+                self._caught_up.notify_all()
         self._tell(events)
 
     def _tell(self, events):
