@@ -47,6 +47,7 @@ from multidb.errors import StorageInTheWay
 from multidb.errors import DropIncomplete
 from multidb.errors import NotWritable
 from multidb.errors import ServerUnavailable
+from multidb.errors import UnknownServer
 from multidb.errors import UnreadableRecord
 from multidb.errors import TenantBehind
 from multidb.errors import RunExpired
@@ -75,6 +76,7 @@ __all__ = [
     'DropIncomplete',
     'NotWritable',
     'ServerUnavailable',
+    'UnknownServer',
     'UnreadableRecord',
     'TenantBehind',
     'RunExpired',

@@ -367,6 +367,18 @@ class ServerUnavailable(MultiDBError, ConnectionError):
             f" {type(error).__name__}: {detail}); {outcome}")
 
 
+class UnknownServer(MultiDBError, KeyError):
+    """Raised when a server name is not one of the ``<server>`` sections
+    of the tenants' configuration (``create --server``, ``move --to``, a
+    record naming a server the configuration lost); nothing was
+    changed."""
+
+    fields = ('server', 'known')
+    key = 'server'
+    message = ("no tenant server {server!r} is configured (configured:"
+               " {known})")
+
+
 class UnreadableRecord(MultiDBError, TypeError):
     """Raised when the catalog holds a record this version of multidb
     cannot read (ZODB made a Broken object of it: say, a newer version

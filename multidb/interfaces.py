@@ -536,10 +536,12 @@ class ITenants(Interface):
     call them.
     """
 
-    def create(name, *, expires=None, labels=None, init=None):
+    def create(name, *, expires=None, labels=None, init=None, server=None):
         """Make a tenant: its storage from the template, ``init(root)`` run
         on its root, and its record committed with the initial state in
-        one transaction.  Returns the record.
+        one transaction.  Returns the record.  ``server``: the tenant
+        server to make it on (``<server>`` sections; default: the
+        placement's choice), ``UnknownServer`` when none is so named.
 
         Raises ``InvalidName`` (before anything is touched) and
         ``TenantExists``.  ``expires`` is a datetime (naive: UTC), a
@@ -562,6 +564,21 @@ class ITenants(Interface):
         when its storage could not be deleted; ``DropIncomplete`` when the
         tenant is dropped but some of its storage could not be deleted
         after all (a partial success: repair deletes what is left)."""
+
+    def move(name, to):
+        """Move tenant name to the server named to (``<server>``
+        sections), with writes refused only from the fence to the
+        record's switch (see ``multidb.tenants.moving``); the old
+        database is dropped once proved to be the move's.  Returns a
+        dict: name, from, to, bytes, pause (seconds), catch_up,
+        source_dropped, seconds.  ``NotConfigured`` without servers,
+        ``UnknownServer``, ``InvalidInput`` when the tenant is on to
+        already; nothing changes when the move fails before the switch.
+        """
+
+    def servers():
+        """Each tenant server's status, a dict: name, main, where,
+        reachable, error, tenants, bytes, capacity."""
 
     def get(name):
         """The record of name; ``NoSuchTenant`` if there is none."""

@@ -34,6 +34,7 @@ _NOT_DB_KWARGS = frozenset([
     'archive_key_file', 'archive_allow', 'catalog_poll_interval',
     'isolation', 'catalog_notify', 'notify_commits',
     'snapshot_dir', 'snapshot_database', 'admin_dsn', 'template_database',
+    'servers', 'server_name', 'server_capacity', 'placement',
 ])
 # Storages that keep nothing outside the process: tenants may share a
 # template without a placeholder.
@@ -123,6 +124,11 @@ class TenantTemplate:
         self.snapshot_database: Optional[str] = section.snapshot_database
         self.admin_dsn: Optional[str] = section.admin_dsn
         self.template_database: Optional[str] = section.template_database
+        # More PostgreSQL servers (multidb.backends.servers).
+        self.servers: list = list(section.servers or ())
+        self.server_name: str = section.server_name
+        self.server_capacity: Optional[int] = section.server_capacity
+        self.placement: str = section.placement
         self.placeholders: list = []
         self.backend: Any = None
 

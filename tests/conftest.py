@@ -6,7 +6,8 @@ import transaction
 from ZODB.FileStorage import FileStorage
 
 import multidb
-from helpers import postgres  # noqa: F401 (the fixture, defined once)
+from helpers import pg_servers  # noqa: F401 (the fixtures, defined once)
+from helpers import postgres  # noqa: F401
 
 # Markers (registered in setup.cfg): ``servers`` for the tests that start
 # PostgreSQL or ZEO, given here to every test using a server fixture;
@@ -14,7 +15,7 @@ from helpers import postgres  # noqa: F401 (the fixture, defined once)
 # machine), marked in their modules, and here for the modules other work
 # owns (by test function).  ``pytest -m "not servers and not slow"`` runs
 # the rest in seconds.
-_SERVER_FIXTURES = {'postgres', 'pg_db', 'zeo_server'}
+_SERVER_FIXTURES = {'postgres', 'pg_db', 'zeo_server', 'pg_servers'}
 _SLOW = {
     ('test_readme.py', 'test_the_demo_after_the_main_job_leaves_it_healthy'),
     ('test_backends.py', 'test_name_lock_waits_for_another_process'),

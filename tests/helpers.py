@@ -101,6 +101,22 @@ def postgres():
 
 
 
+@pytest.fixture(scope='session')
+def pg_servers(postgres):
+    """Three PostgreSQL clusters on loopback ports, standing in for three
+    hosts: the session's and two more, started on first use."""
+    from servers import PostgreSQL
+    more = []
+    try:
+        for _ in range(2):
+            more.append(PostgreSQL())
+            more[-1].start()
+        yield [postgres] + more
+    finally:
+        for pg in more:
+            pg.close()
+
+
 def repair_while_paused(worker, step, repair_argv, env, paused=None):
     """worker (a process started with MULTIDB_PAUSE_AT=step, stdin and
     stdout pipes) pauses at step; run repair_argv (a repair printing its

@@ -153,6 +153,9 @@ class RelStorageBackend:
         self.snapshot_dir = snapshot_dir
         self.snapshot_database = snapshot_database
         self._snapshot_store_ready = False
+        #: The backend whose snapshot database keeps this one's snapshots
+        #: (another server's, in a ServerSet: see multidb.backends.servers).
+        self.snapshot_owner = self
         self._template_lock = threading.Lock()
         # The admin connection of the operation this thread runs, if any,
         # and the advisory locks it holds (see name_lock).
@@ -199,7 +202,7 @@ class RelStorageBackend:
                    if k not in ('adapter', 'name')
                    and v != getattr(Options, k, object())}
         try:
-            return cls(adapter.config.dsn, admin_dsn=template.admin_dsn,
+            main = cls(adapter.config.dsn, admin_dsn=template.admin_dsn,
                        template=template.template_database,
                        snapshot_dir=template.snapshot_dir,
                        snapshot_database=getattr(
@@ -208,6 +211,41 @@ class RelStorageBackend:
         except ValueError as e:
             raise ValueError(f"the tenants template's relstorage: {e}") \
                 from None
+        sections = getattr(template, 'servers', None) or ()
+        if not sections:
+            return main
+        return cls._server_set(template, main, sections, options)
+
+    @classmethod
+    def _server_set(cls, template, main, sections, options):
+        # <server NAME> sections: a ServerSet (multidb.backends.servers).
+        from multidb.backends.servers import ServerSet
+        main_name = template.server_name
+        servers = {_server_name(main_name, 'server-name'): main}
+        capacities = {}
+        if template.server_capacity is not None:
+            capacities[main_name] = template.server_capacity
+        for section in sections:
+            name = _server_name(section.getSectionName(), '<server>')
+            if name in servers:
+                raise ValueError(f"two tenant servers are named {name!r}"
+                                 f" (the template's own is"
+                                 f" {main_name!r}: server-name)")
+            try:
+                servers[name] = cls(
+                    section.dsn, admin_dsn=section.admin_dsn,
+                    template=template.template_database,
+                    snapshot_dir=template.snapshot_dir, **options)
+            except ValueError as e:
+                raise ValueError(f"<server {name}>: {e}") from None
+            if section.capacity is not None:
+                capacities[name] = section.capacity
+        try:
+            return ServerSet(servers, main=main_name,
+                             placement=template.placement,
+                             capacities=capacities)
+        except ValueError as e:
+            raise ValueError(f"the tenants' servers: {e}") from None
 
     def template_for(self, keep_history: bool) -> str:
         """The template database of tenants of that kind: the configured
@@ -339,6 +377,72 @@ class RelStorageBackend:
                                   dbname))
         except Exception:
             pass
+
+    # -- for moves between servers (multidb.backends.pgmove) ---------------
+
+    def admin(self, *statements: Any, params: Any = None,
+              fetch: bool = False) -> Any:
+        """Run statements on an admin connection (see _admin)."""
+        return self._admin(*statements, params=params, fetch=fetch)
+
+    def database_exists(self, dbname: str) -> bool:
+        return self._database_exists(dbname)
+
+    def temp_name(self, dbname: str, kind: str) -> str:
+        """A temporary database name of dbname (repair knows it)."""
+        return self._temp_name(dbname, kind)
+
+    def drop_quietly(self, dbname: str) -> None:
+        self._drop_quietly(dbname)
+
+    def comment(self, dbname: str, text: str) -> Any:
+        """The statement setting dbname's comment."""
+        return self._comment(dbname, text)
+
+    @staticmethod
+    def id_comment(tenant_id: str) -> str:
+        """The comment that says a database is the tenant's."""
+        return _ID_MARK + tenant_id
+
+    def tenant_dsn(self, settings: _Settings) -> str:
+        """The tenant's recorded dsn with the configured secrets."""
+        return self._with_secrets(settings['dsn'])
+
+    def open_storage(self, settings: _Settings,
+                     dbname: Optional[str] = None) -> Any:
+        """A RelStorage of the tenant's database (dbname: another
+        database of this server, of the same kind), never making a
+        schema."""
+        dsn = self.tenant_dsn(settings)
+        if dbname is not None:
+            dsn = dsn_with(dsn, dbname=dbname)
+        return self._open_relstorage(dsn, self._options(
+            settings.get('keep_history', self.keep_history),
+            create_schema=False))
+
+    def name_of(self, dbname: str) -> str:
+        """The tenant name of a tenant database's name."""
+        return self._name_of(dbname)
+
+    def describe_server(self) -> str:
+        """Where the server is: host and port of the admin dsn."""
+        params = _psycopg2().extensions.parse_dsn(self.admin_dsn)
+        return (f"{params.get('host', 'localhost')}:"
+                f"{params.get('port', '5432')}")
+
+    def usage(self) -> Tuple[int, int]:
+        """(tenant databases, their total size in bytes) on the
+        server."""
+        rows = self._admin(
+            'SELECT datname, pg_database_size(oid) FROM pg_database'
+            ' WHERE NOT datistemplate', fetch=True)
+        count = size = 0
+        skip = self._templates() | {self.snapshot_database}
+        for dbname, bytes_ in rows:
+            if self._name_re.match(dbname) and dbname not in skip:
+                count += 1
+                size += int(bytes_)
+        return count, size
 
     # -- locks ------------------------------------------------------------
 
@@ -1118,6 +1222,8 @@ class RelStorageBackend:
     def _snapshot_connection(self):
         """A connection to the snapshot database, made (with its tables)
         on first use."""
+        if self.snapshot_owner is not self:
+            return self.snapshot_owner._snapshot_connection()
         pg = _psycopg2()
         if not self._snapshot_store_ready:
             if not self._database_exists(self.snapshot_database):
@@ -1151,6 +1257,17 @@ class RelStorageBackend:
     def tmp_path(self, settings: _Settings) -> str:
         return tmp_name(os.path.join(self._snapshot_folder(settings),
                                      'load.fs'))
+
+
+_SERVER_NAME = re.compile(r'[a-z][a-z0-9_-]{0,62}\Z')
+
+
+def _server_name(name, where):
+    if not name or not _SERVER_NAME.match(name):
+        raise ValueError(f"the server name {name!r} ({where}) must be"
+                         f" lowercase letters, digits, '_' and '-',"
+                         f" starting with a letter")
+    return name
 
 
 def _parse_id(comment):

@@ -33,6 +33,7 @@ from multidb.cli import copy_commands  # noqa: F401
 from multidb.cli import maintenance_commands  # noqa: F401
 from multidb.cli import fleet_commands  # noqa: F401
 from multidb.cli import fleet_maintenance_commands  # noqa: F401
+from multidb.cli import server_commands  # noqa: F401
 from multidb.cli.arguments import global_options
 from multidb.cli.framework import COMMANDS
 from multidb.cli.framework import FAILED

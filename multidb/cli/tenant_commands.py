@@ -163,7 +163,12 @@ def _print_record(rec) -> None:
                     (('--exist-ok',), dict(
                         action='store_true',
                         help="succeed, changing nothing, when the tenant"
-                             " exists already"))])
+                             " exists already")),
+                    (('--server',), dict(
+                        metavar='SERVER',
+                        help="the tenant server to make it on (<server>"
+                             " sections; default: the placement's"
+                             " choice)"))])
 def create(args: argparse.Namespace) -> int:
     from multidb.errors import TenantExists
     labels = _labels(args.label)
@@ -171,7 +176,7 @@ def create(args: argparse.Namespace) -> int:
     with _tenants(args, make_folders=True) as tenants:
         try:
             rec = tenants.create(args.name, expires=args.expires,
-                                 labels=labels)
+                                 labels=labels, server=args.server)
         except TenantExists:
             if not args.exist_ok:
                 raise

@@ -325,15 +325,21 @@ class CatalogAccess:
         held = False
         for known in changed:
             opener = self._declared.get(known)
-            if opener is None or known in self._busy:
+            if opener is None:
                 continue
             current = tree.get(known) if tree is not None else None
             # Still there, and its data where it was: nothing to do.  When
             # another process replaced its data (revert, restore) or moved
-            # it (relocate), the open database would go on serving the
-            # old data: closed, to be declared again on use.
+            # it (relocate, move), the open database would go on serving
+            # the old data: closed, to be declared again on use.
             if current is not None and current.modified == opener.modified \
                     and current.settings == opener.settings:
+                continue
+            if known in self._busy:
+                # An operation of this process holds the name (and
+                # declares it again when done); looked at again at the
+                # next refresh, whatever the counter says then.
+                settled = False
                 continue
             conn = group.connections.get(known)
             if conn is not None and not is_joined(conn):

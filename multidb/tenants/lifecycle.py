@@ -67,6 +67,7 @@ from multidb.tenants.fleet import Fleet
 from multidb.tenants.isolation import Isolation
 from multidb.tenants.events import Events
 from multidb.tenants.maintenance import _expiry
+from multidb.tenants.moving import Moving
 from multidb.tenants.packing import Packing
 from multidb.tenants.stats import Stats
 
@@ -91,7 +92,7 @@ _Path = Union[str, 'os.PathLike[str]']
 
 @implementer(ITenants, INameResolver)
 class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
-              Stats, Packing, Isolation, Events):
+              Stats, Packing, Isolation, Events, Moving):
     """See ``multidb.interfaces.ITenants``.
 
     collection: the collection; catalog: the name of its catalog database;
@@ -274,7 +275,8 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
 
     def create(self, name: str, *, expires: _Expiry = None,
                labels: _Labels = None,
-               init: _Init = None) -> TenantRecord:
+               init: _Init = None,
+               server: Optional[str] = None) -> TenantRecord:
         """See ``ITenants.create``."""
         check_tenant_name(name, self._reserved())
         when = _now()
@@ -286,8 +288,12 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
         backend = self.backend
         # One tenant id for every attempt: an attempt whose commit went
         # through although its connection was lost is known as ours.
+        if server is None:
+            settings = backend.settings_for(name)
+        else:
+            settings = self._server_set().settings_for(name, server)
         rec = TenantRecord(name=name, kind=backend.kind,
-                           settings=backend.settings_for(name), created=when,
+                           settings=settings, created=when,
                            modified=when, expires=expires, labels=labels)
         return self._attempts(
             'create', name, lambda: self._create(rec, init),

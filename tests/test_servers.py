@@ -1,0 +1,350 @@
+"""Tenants spread over several PostgreSQL servers: placement, move, a
+server that is down.  Three real clusters on loopback ports stand in for
+three hosts (the pg_servers fixture); the catalog is on the first.
+"""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from persistent.mapping import PersistentMapping
+
+import multidb
+from multidb.config import collectionFromFiles
+
+pytestmark = pytest.mark.slow
+
+MULTIDB = [sys.executable, '-m', 'multidb.cli']
+
+
+def _conf(folder, servers, prefix, *, placement='fewest-tenants',
+          capacities=None, notify=True):
+    """A configuration: the catalog on servers[0], tenants over all three
+    (a, the template's own, is the main server)."""
+    main = servers[0]
+    capacities = capacities or {}
+    more = ''.join(
+        f"""
+    <server {name}>
+      dsn {pg.dsn(prefix + '{name}')}
+      {f'capacity {capacities[name]}' if name in capacities else ''}
+    </server>""" for name, pg in zip('bc', servers[1:]))
+    text = f"""%import relstorage
+<multidb>
+  <zodb catalog>
+    <relstorage>
+      keep-history false
+      <postgresql>
+        dsn {main.dsn(prefix[:-1] + 'catalog')}
+      </postgresql>
+    </relstorage>
+  </zodb>
+  <tenants>
+    server-name a
+    {f"server-capacity {capacities['a']}" if 'a' in capacities else ''}
+    placement {placement}
+    catalog-notify {'on' if notify else 'off'}
+    catalog-poll-interval 0.2
+    template-database {prefix}template
+    snapshot-dir {folder}/snapshots
+    <relstorage>
+      keep-history false
+      <postgresql>
+        dsn {main.dsn(prefix + '{name}')}
+      </postgresql>
+    </relstorage>{more}
+  </tenants>
+</multidb>
+"""
+    path = os.path.join(str(folder), f'{prefix}servers.conf')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+@pytest.fixture
+def prefix(pg_servers):
+    p = 's' + uuid.uuid4().hex[:6] + '_'
+    pg_servers[0].sql(f'CREATE DATABASE "{p[:-1]}catalog"')
+    yield p
+    for pg in pg_servers:
+        if pg.proc is None:
+            pg.start()
+        for (name,) in pg.sql('SELECT datname FROM pg_database'):
+            if name.startswith(p[:-1]):
+                pg.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conf(tmp_path, pg_servers, prefix):
+    return _conf(tmp_path, pg_servers, prefix)
+
+
+def _dbs(pg, prefix):
+    return sorted(n for (n,) in pg.sql('SELECT datname FROM pg_database')
+                  if n.startswith(prefix) and 'template' not in n
+                  and n != prefix[:-1] + 'catalog')
+
+
+def _cli(conf, *argv, env=None, check=True):
+    proc = subprocess.run(MULTIDB + ['-C', conf, *argv],
+                          capture_output=True, text=True, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _counter(root):
+    root['n'] = root.get('n', 0) + 1
+
+
+def test_tenants_are_placed_over_the_servers(conf, pg_servers, prefix):
+    c = collectionFromFiles([conf])
+    try:
+        t = c.tenants
+        for i in range(6):
+            t.create(f't{i}')
+        where = {r.name: r.settings['server'] for r in t.list()}
+        # Fewest tenants first: two on each, whatever the order.
+        assert sorted(where.values()) == ['a', 'a', 'b', 'b', 'c', 'c']
+        for pg, server in zip(pg_servers, 'abc'):
+            assert _dbs(pg, prefix) == sorted(
+                prefix + n for n, s in where.items() if s == server)
+        rec = t.create('pinned', server='c')
+        assert rec.settings['server'] == 'c'
+        with pytest.raises(multidb.UnknownServer) as e:
+            t.create('nowhere', server='d')
+        assert "'d'" in str(e.value) and 'a, b, c' in str(e.value)
+        assert 'nowhere' not in t
+        with c.transaction() as g:
+            for name in where:
+                g.root(name)['v'] = name
+        with c.transaction() as g:
+            assert all(g.root(n)['v'] == n for n in where)
+        status = {s['name']: s for s in t.servers()}
+        assert status['c']['tenants'] == 3 and status['a']['main']
+    finally:
+        c.close()
+
+
+def test_most_free_space_and_bad_configurations(tmp_path, pg_servers,
+                                                prefix):
+    conf = _conf(tmp_path, pg_servers, prefix, placement='most-free-space',
+                 capacities={'a': '1GB', 'b': '10GB', 'c': '2GB'})
+    c = collectionFromFiles([conf])
+    try:
+        assert c.tenants.create('big').settings['server'] == 'b'
+    finally:
+        c.close()
+    # Most free space needs every capacity: the error names the server.
+    conf = _conf(tmp_path, pg_servers, prefix, placement='most-free-space',
+                 capacities={'a': '1GB', 'b': '10GB'})
+    with pytest.raises(Exception) as e:
+        collectionFromFiles([conf])
+    assert 'c has none' in str(e.value)
+    text = open(conf).read().replace('placement most-free-space',
+                                     'placement fewest-tenants')
+    for old, new, error in [
+            ('<server b>', '<server c>', '<server c> is declared twice'),
+            ('<server b>', '<server a>', "two tenant servers are named 'a'"),
+            ('<server b>', '<server 2b>', "server name '2b'"),
+            ('placement fewest-tenants', 'placement random',
+             "placement must be one of")]:
+        with open(conf, 'w') as f:
+            f.write(text.replace(old, new))
+        with pytest.raises(Exception) as e:
+            collectionFromFiles([conf])
+        assert error in str(e.value)
+        assert 'servers.conf' in str(e.value)
+
+
+def test_move_keeps_the_data_and_drops_the_source(conf, pg_servers, prefix):
+    c = collectionFromFiles([conf])
+    other = collectionFromFiles([conf])
+    try:
+        t = c.tenants
+        t.create('acme', server='a')
+        with c.transaction() as g:
+            root = g.root('acme')
+            root['items'] = {i: 'x' * 100 for i in range(1000)}
+            root['n'] = 1
+        with other.transaction() as g:
+            assert g.root('acme')['n'] == 1   # opened there, on a
+        done = t.move('acme', 'c')
+        assert done['from'] == 'a' and done['to'] == 'c'
+        assert done['source_dropped'] and done['pause'] < 30
+        assert t.get('acme').settings['server'] == 'c'
+        assert _dbs(pg_servers[0], prefix) == []
+        assert _dbs(pg_servers[2], prefix) == [prefix + 'acme']
+        # The other process reads it from c, and both write to it.
+        for coll in (other, c):
+            with coll.transaction() as g:
+                root = g.root('acme')
+                assert len(root['items']) == 1000
+                root['n'] += 1
+                root[id(coll)] = PersistentMapping(k=1)   # new oids on c
+        with c.transaction() as g:
+            assert g.root('acme')['n'] == 3
+        # Moving it where it is, or somewhere unknown: refused.
+        with pytest.raises(multidb.InvalidInput):
+            t.move('acme', 'c')
+        with pytest.raises(multidb.UnknownServer):
+            t.move('acme', 'z')
+        # And back.
+        t.move('acme', 'b')
+        with other.transaction() as g:
+            assert g.root('acme')['n'] == 3
+        assert _dbs(pg_servers[2], prefix) == []
+    finally:
+        other.close()
+        c.close()
+
+
+WRITER = r'''
+import sys, time, transaction
+from multidb.config import collectionFromFiles
+conf, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+c = collectionFromFiles([conf])
+done = 0
+deadline = time.monotonic() + seconds
+def bump(g):
+    root = g.root(name)
+    root['n'] = root.get('n', 0) + 1
+gaps, last = [], time.monotonic()
+while time.monotonic() < deadline:
+    c.run(bump, attempts=200, backoff=0.01, max_backoff=0.1)
+    done += 1
+    now = time.monotonic()
+    gaps.append(now - last)
+    last = now
+    print('READY', flush=True) if done == 20 else None
+c.close()
+print(done, max(gaps), flush=True)
+'''
+
+
+def test_a_move_under_writes_from_another_process(conf, pg_servers, prefix,
+                                                  tmp_path):
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('busy', server='a')
+        writer = subprocess.Popen(
+            [sys.executable, '-c', WRITER, conf, 'busy', '8'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert writer.stdout.readline() == 'READY\n', writer.stderr.read()
+        first = c.tenants.move('busy', 'b')
+        second = c.tenants.move('busy', 'c')
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        done, longest = out.split()
+        with c.transaction() as g:
+            # Every commit the writer saw succeed is there, once.
+            assert g.root('busy')['n'] == int(done)
+        assert int(done) > 40
+        assert first['source_dropped'] and second['source_dropped']
+        assert [_dbs(pg, prefix) for pg in pg_servers] == [
+            [], [], [prefix + 'busy']]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('step', ['move.prepared', 'move.copied',
+                                  'move.fenced', 'move.renamed',
+                                  'move.committed'])
+def test_a_move_killed_at_each_step_loses_nothing(conf, pg_servers, prefix,
+                                                  step):
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('k', server='a')
+        with c.transaction() as g:
+            g.root('k')['n'] = 1
+    finally:
+        c.close()
+    env = dict(os.environ, MULTIDB_CRASH_AT=step)
+    proc = _cli(conf, 'move', 'k', '--to', 'b', env=env, check=False)
+    assert proc.returncode == -9, proc.stderr
+    switched = step == 'move.committed'
+    c = collectionFromFiles([conf])
+    try:
+        rec = c.tenants.get('k')
+        assert rec.settings['server'] == ('b' if switched else 'a')
+        # repair: the tenant takes writes again; what the move left on the
+        # server the record does not name goes.
+        findings = json.loads(_cli(conf, '--json', 'repair').stdout)
+        assert all(not f['action'].startswith('failed') for f in findings)
+        with c.transaction() as g:
+            g.root('k')['n'] += 1
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 2
+        here, there = (1, 0) if switched else (0, 1)
+        assert _dbs(pg_servers[here], prefix) == [prefix + 'k']
+        assert _dbs(pg_servers[there], prefix) == []
+        # And the move can be made (again).
+        target = 'c'
+        c.tenants.move('k', target)
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 2
+    finally:
+        c.close()
+
+
+def test_a_killed_move_is_undone_by_the_next_move(conf, pg_servers, prefix):
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('k', server='a')
+        with c.transaction() as g:
+            g.root('k')['n'] = 1
+        env = dict(os.environ, MULTIDB_CRASH_AT='move.renamed')
+        assert _cli(conf, 'move', 'k', '--to', 'b', env=env,
+                    check=False).returncode == -9
+        # Fenced: a write fails (retryable), until the move is made again.
+        with pytest.raises(Exception) as e:
+            with c.transaction() as g:
+                g.root('k')['n'] = 5
+        assert 'being moved' in str(e.value)
+        _cli(conf, 'move', 'k', '--to', 'b')
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 1
+            g.root('k')['n'] = 2
+        assert c.tenants.get('k').settings['server'] == 'b'
+        assert _dbs(pg_servers[0], prefix) == []
+    finally:
+        c.close()
+
+
+def test_a_server_down_affects_only_its_tenants(conf, pg_servers, prefix):
+    c = collectionFromFiles([conf])
+    down = pg_servers[2]
+    try:
+        for server in 'abc':
+            c.tenants.create('on' + server, server=server)
+        with c.transaction() as g:
+            for server in 'abc':
+                g.root('on' + server)['v'] = server
+        down.stop()
+        for _ in range(20):
+            with c.transaction() as g:
+                assert g.root('ona')['v'] == 'a'
+                assert g.root('onb')['v'] == 'b'
+                g.root('onb')['w'] = 1
+        health = {h.name: h for h in c.health(['ona', 'onb', 'onc'])}
+        assert health['ona'].reachable and health['onb'].reachable
+        assert not health['onc'].reachable
+        status = {s['name']: s for s in c.tenants.servers()}
+        assert not status['c']['reachable'] and status['a']['reachable']
+        proc = _cli(conf, 'servers', check=False)
+        assert proc.returncode == 1 and 'NO' in proc.stdout
+        # New tenants go where a server answers.
+        assert c.tenants.create('new1').settings['server'] in ('a', 'b')
+    finally:
+        if down.proc is None:
+            down.start()
+        c.close()
+    c = collectionFromFiles([conf])
+    try:
+        with c.transaction() as g:
+            assert g.root('onc')['v'] == 'c'
+    finally:
+        c.close()
