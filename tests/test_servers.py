@@ -273,7 +273,8 @@ def test_a_move_killed_at_each_step_loses_nothing(conf, pg_servers, prefix,
         # repair: the tenant takes writes again; what the move left on the
         # server the record does not name goes.
         findings = json.loads(_cli(conf, '--json', 'repair').stdout)
-        assert all(not f['action'].startswith('failed') for f in findings)
+        assert all(not f["action"].startswith("failed") for f in findings), \
+            findings
         with c.transaction() as g:
             g.root('k')['n'] += 1
         with c.transaction() as g:

@@ -588,11 +588,23 @@ def _open_fs(path, options, name, create):
         options = dict(options, packer=_resolve_packer(options['packer']))
     storage = FileStorage(path, **options)
     if create:
-        # The new data file's name, and its id file's (prepare() left the
-        # folder unflushed for this one flush), must survive a crash
-        # before the catalog records the tenant: never a record without
-        # data.  (FileStorage flushes its file, not the folder.)
         try:
+            # The root first, in a commit of its own that flushes the
+            # data file to disk (fsync), as ZODB.DB would make it on
+            # opening the storage (it finds it there and commits
+            # nothing).  Then the folder: the new data file's name, and
+            # its id file's (prepare() left the folder unflushed for this
+            # one flush), must survive a crash before the catalog records
+            # the tenant: never a record without data.  (FileStorage
+            # flushes its file, not the folder.)  Both are done before
+            # the storage is handed out, whoever opens it, so the create
+            # that commits the record next finds them durable.  In this
+            # order (file, then folder) a journaling file system has
+            # most often written the folder's change with the file's
+            # flush already (ext4, XFS): the folder's flush then costs
+            # little, where before the file's it committed a journal
+            # transaction of its own.
+            glue.make_root(storage)
             fsync_dir(path)
         except BaseException:
             storage.close()

@@ -5,7 +5,7 @@
 
 1. ``prepare``: a new database on the target server, under a temporary
    name, from the tenant's template, carrying the tenant's id and a mark
-   (table ``multidb_move``: this move's id, role ``target``).
+   (in its comment, after the id: ``move:ID target``).
 2. ``copy``: the source's data, through RelStorage's
    ``copyTransactionsFrom``, while the tenant keeps serving; then
    ``catch_up`` copies what was committed meanwhile (the transactions
@@ -13,8 +13,8 @@
    it likes.
 3. ``fence``: writes to the source stop.  A trigger on the source's
    object tables refuses every write with SQLSTATE 40001 (a serialization
-   failure: what a retried transaction expects), installed in one
-   transaction with a mark (role ``source``); the trigger's creation
+   failure: what a retried transaction expects), installed after a mark
+   (``move:ID source``, in the comment); the trigger's creation
    waits for the writers that were committing.  From here on the source
    holds its final state.  Reads go on.
 4. ``finish``: the last ``catch_up``, then the target database takes its
@@ -51,7 +51,6 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
-MARK_TABLE = 'multidb_move'
 FENCE = 'multidb_move_fence'
 # The tables RelStorage writes a commit to (those that exist are fenced).
 _WRITTEN = ('object_state', 'blob_chunk', 'transaction', 'current_object')
@@ -73,30 +72,23 @@ def _connect(backend, settings, dbname=None):
 
 
 def move_state(backend: Any, settings: _Settings,
-               dbname: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """The mark of a move in the tenant's database (dbname: another
-    database of the same server): ``{'move', 'role', 'peer', 'state'}``,
+               dbname: Optional[str] = None) -> Optional[Dict[str, str]]:
+    """The mark of a move in the comment of the tenant's database
+    (dbname: another database of the same server): ``{'move', 'role'}``,
     or None (no mark, or no such database)."""
-    pg = _pg()
-    try:
-        conn = _connect(backend, settings, dbname)
-    except pg.OperationalError:
-        if not backend.database_exists(dbname or settings['dbname']):
-            return None
-        raise
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute('SELECT to_regclass(%s)', (MARK_TABLE,))
-            if cur.fetchone()[0] is None:
-                return None
-            cur.execute(_sql('SELECT move_id, role, peer, state FROM {}',
-                             MARK_TABLE))
-            row = cur.fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        return None
-    return dict(zip(('move', 'role', 'peer', 'state'), row))
+    from multidb.backends.relstorage import parse_move
+    rows = backend.admin(
+        'SELECT shobj_description(oid, %s) FROM pg_database'
+        ' WHERE datname = %s',
+        params=('pg_database', dbname or settings['dbname']), fetch=True)
+    return parse_move(rows[0][0]) if rows else None
+
+
+def _set_mark(backend, dbname, tenant_id, move_id=None, role=None):
+    text = backend.id_comment(tenant_id)
+    if move_id is not None:
+        text += f' move:{move_id} {role}'
+    backend.admin(backend.comment(dbname, text))
 
 
 def unfence(backend: Any, settings: _Settings) -> bool:
@@ -113,12 +105,19 @@ def unfence(backend: Any, settings: _Settings) -> bool:
                 cur.execute(_sql('DROP TRIGGER IF EXISTS {} ON {}', FENCE,
                                  table))
             cur.execute(_sql('DROP FUNCTION IF EXISTS {}()', FENCE))
-            cur.execute(_sql('DROP TABLE IF EXISTS {}', MARK_TABLE))
     finally:
         conn.close()
+    # The mark last: a crash before leaves it, and this runs again.
+    _set_mark(backend, settings['dbname'], settings['id'])
     log.warning("tenant database %s takes writes again (the fence of move"
                 " %s is down)", settings['dbname'], state['move'])
     return True
+
+
+def clear_mark(backend: Any, settings: _Settings) -> None:
+    """The target mark of a move whose record switched: the database is
+    the tenant's."""
+    _set_mark(backend, settings['dbname'], settings['id'])
 
 
 def _sql(text, *names):
@@ -133,14 +132,6 @@ def _existing(cur, tables):
         if cur.fetchone()[0] is not None:
             found.append(table)
     return found
-
-
-def _mark(cur, move_id, role, peer, state):
-    cur.execute(_sql('CREATE TABLE IF NOT EXISTS {} (move_id text, role'
-                     ' text, peer text, state text)', MARK_TABLE))
-    cur.execute(_sql('DELETE FROM {}', MARK_TABLE))
-    cur.execute(_sql('INSERT INTO {} VALUES (%s, %s, %s, %s)', MARK_TABLE),
-                (move_id, role, peer, state))
 
 
 class Move:
@@ -177,16 +168,10 @@ class Move:
         template = dst.ensure_template(
             target.get('keep_history', dst.keep_history),
             target.get('template'))
-        dst.admin(_sql('CREATE DATABASE {} TEMPLATE {}', self.tmp, template),
-                  dst.comment(self.tmp, dst.id_comment(target['id'])))
         try:
-            conn = _connect(dst, target, self.tmp)
-            try:
-                with conn, conn.cursor() as cur:
-                    _mark(cur, self.id, 'target',
-                          self.source.get('server') or '', 'copying')
-            finally:
-                conn.close()
+            dst.admin(_sql('CREATE DATABASE {} TEMPLATE {}', self.tmp,
+                           template))
+            _set_mark(dst, self.tmp, target['id'], self.id, 'target')
         except BaseException:
             dst.drop_quietly(self.tmp)
             raise
@@ -223,23 +208,27 @@ class Move:
         return count
 
     def fence(self, lock_timeout: float = 60.0) -> None:
-        """Writes to the source stop (see the module's docstring)."""
+        """Writes to the source stop (see the module's docstring).  The
+        mark first: a crash before the trigger leaves a mark that repair
+        clears."""
+        _set_mark(self.src, self.source['dbname'], self.source['id'],
+                  self.id, 'source')
+        self.fenced = True
+        sql = _pg().sql
         conn = _connect(self.src, self.source)
         try:
             with conn, conn.cursor() as cur:
                 cur.execute("SELECT set_config('lock_timeout', %s, true)",
                             (f'{int(lock_timeout * 1000)}ms',))
-                _mark(cur, self.id, 'source', self._peer, 'fenced')
-                cur.execute(_pg().sql.SQL(
+                cur.execute(sql.SQL(
                     "CREATE OR REPLACE FUNCTION {}() RETURNS trigger"
                     " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION"
                     " 'multidb: this tenant database is being moved"
                     " (move %) to server %; open it again from the"
                     " catalog (if no move is running, run multidb"
                     " repair)', {}, {} USING ERRCODE = '40001'; END $$"
-                ).format(_pg().sql.Identifier(FENCE),
-                         _pg().sql.Literal(self.id),
-                         _pg().sql.Literal(self._peer)))
+                ).format(sql.Identifier(FENCE), sql.Literal(self.id),
+                         sql.Literal(self._peer)))
                 for table in _existing(cur, _WRITTEN):
                     cur.execute(_sql(
                         'CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR'
@@ -247,7 +236,6 @@ class Move:
                         ' FUNCTION {}()', FENCE, table, FENCE))
         finally:
             conn.close()
-        self.fenced = True
 
     def finish(self) -> int:
         """After the fence: the last catch-up, then the target's database
@@ -264,12 +252,7 @@ class Move:
     def committed(self) -> None:
         """After the record's switch: the target's mark goes (the
         database is the tenant's now)."""
-        conn = _connect(self.dst, self.target)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(_sql('DROP TABLE IF EXISTS {}', MARK_TABLE))
-        finally:
-            conn.close()
+        clear_mark(self.dst, self.target)
 
     def drop_source(self, grace: float = 10.0) -> bool:
         """Drop the source's database, once proved to be this move's

@@ -781,6 +781,9 @@ class RelStorageBackend:
                 tid = _parse_id(comment)
                 if tid is not None:
                     settings['id'] = tid
+                move = parse_move(comment)
+                if move is not None:
+                    settings['move'] = move   # see Maintenance.repair
                 yield m.group(1), settings
         if self.snapshot_dir and os.path.isdir(self.snapshot_dir):
             for dbname in sorted(os.listdir(self.snapshot_dir)):
@@ -1271,8 +1274,22 @@ def _server_name(name, where):
 
 
 def _parse_id(comment):
+    # 'multidb-tenant-id:ID', and a move's mark after it (parse_move).
     if comment and comment.startswith(_ID_MARK):
-        tid = comment[len(_ID_MARK):].strip()
-        if is_tenant_id(tid):
-            return tid
+        words = comment[len(_ID_MARK):].split()
+        if words and is_tenant_id(words[0]):
+            return words[0]
+    return None
+
+
+def parse_move(comment: Optional[str]) -> Optional[Dict[str, str]]:
+    """The mark a move between servers sets after the tenant id in a
+    database's comment, ``move:ID source`` or ``move:ID target`` (see
+    multidb.backends.pgmove): ``{'move': ID, 'role': ...}``, or None."""
+    if _parse_id(comment) is None:
+        return None
+    words = comment[len(_ID_MARK):].split()
+    if len(words) == 3 and words[1].startswith('move:') and \
+            words[2] in ('source', 'target'):
+        return {'move': words[1][len('move:'):], 'role': words[2]}
     return None

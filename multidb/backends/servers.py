@@ -356,6 +356,16 @@ class ServerSet:
         from multidb.backends import pgmove
         return pgmove.move_state(self._at(settings), settings)
 
+    def unfence(self, settings: _Settings) -> bool:
+        """Undo the fence of a move that did not switch the record (see
+        pgmove.unfence)."""
+        from multidb.backends import pgmove
+        return pgmove.unfence(self._at(settings), settings)
+
+    def clear_move_mark(self, settings: _Settings) -> None:
+        from multidb.backends import pgmove
+        pgmove.clear_mark(self._at(settings), settings)
+
     def mover(self, settings: _Settings, new: _Settings) -> Any:
         """A ``pgmove.Move`` of the tenant of settings to new (from
         settings_on)."""

@@ -165,6 +165,14 @@ class Maintenance:
             tid = found.get('id')
             owner = by_id.get(tid) if tid else None
             at_place = by_place.get(place)
+            move = found.pop('move', None)
+            if move is not None and owner is not None:
+                # What a move between servers that died left (see
+                # multidb.tenants.moving): undone or finished.
+                plan.append((finding('unfinished move', owner.name, where),
+                             functools.partial(self._repair_move, owner.name,
+                                               found, move)))
+                continue
             if owner is not None:
                 if backend.place_key(owner.settings) != place:
                     # Its record points elsewhere: a folder moved, a
@@ -258,6 +266,31 @@ class Maintenance:
                 return 'skipped (in use)'
             log.warning("repair: deleting leftover storage %s (tenant id"
                         " %s, no record)", backend.describe(found), tid)
+            backend.destroy(found)
+        return 'deleted'
+
+    def _repair_move(self, name, found, move):
+        """Under the name's lock (a move in progress holds it): the
+        database the record names takes writes again (the fence of a
+        move that did not switch it comes down) or loses its target mark
+        (the move switched it); a copy at another place, carrying the
+        tenant's id and the move's mark, is dropped."""
+        backend = self.backend
+        with self._hold(name):
+            rec = self._record(name)
+            if rec is None or rec.settings.get('id') != found.get('id'):
+                return 'kept (changed meanwhile)'
+            if backend.move_state(found) != move:
+                return 'kept (changed meanwhile)'
+            if backend.same_place(rec.settings, found):
+                if move['role'] == 'source':
+                    backend.unfence(rec.settings)   # (found has no dsn)
+                    return 'unfenced (the move did not finish)'
+                backend.clear_move_mark(found)
+                return 'kept (the move finished)'
+            log.warning("repair: dropping %s, left by move %s of tenant %r"
+                        " (the record names %s)", backend.describe(found),
+                        move['move'], name, backend.describe(rec.settings))
             backend.destroy(found)
         return 'deleted'
 

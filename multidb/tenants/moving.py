@@ -158,12 +158,7 @@ class Moving:
             self.backend.same_place(current.settings, target)
 
     def _unfence(self, rec):
-        from multidb.backends import pgmove
-        backend = self.backend
-        state = backend.move_state(rec.settings)
-        if state is not None and state['role'] == 'source':
-            pgmove.unfence(backend.servers[backend.server_of(rec.settings)],
-                           rec.settings)
+        self.backend.unfence(rec.settings)
 
     def _clear_move_leftover(self, name, target):
         """The target's place: a copy a move that died left there
