@@ -756,6 +756,39 @@ def last_transaction(conn):
     return conn._storage.lastTransaction()
 
 
+def make_root(storage):
+    """Commit the root object (oid 0, an empty PersistentMapping) to
+    storage, a new one without it, as ``ZODB.DB`` does when it opens such
+    a storage: a transaction of its own, with the same description and
+    the same pickle.  ``ZODB.DB`` then finds the root and commits
+    nothing.  Through the storage API (tpc_begin, store, tpc_vote,
+    tpc_finish): a FileStorage flushes its file to disk (fsync) in
+    tpc_finish, before this returns, as in ZODB.DB's commit.  Returns
+    whether the root was made (False: the storage has one)."""
+    from persistent.mapping import PersistentMapping
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.POSException import POSKeyError
+    from ZODB.serialize import ObjectWriter
+    from ZODB.utils import z64
+    try:
+        storage.load(z64)
+        return False
+    except POSKeyError:
+        pass
+    root = PersistentMapping()
+    data = ObjectWriter().serialize(root)
+    txn = TransactionMetaData(description='initial database creation')
+    storage.tpc_begin(txn)
+    try:
+        storage.store(z64, z64, data, '', txn)
+        storage.tpc_vote(txn)
+    except BaseException:
+        storage.tpc_abort(txn)
+        raise
+    storage.tpc_finish(txn)
+    return True
+
+
 def filestorage_committed_length(storage):
     """How many bytes of a FileStorage's file hold committed transactions.
 

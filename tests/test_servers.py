@@ -349,3 +349,37 @@ def test_a_server_down_affects_only_its_tenants(conf, pg_servers, prefix):
             assert g.root('onc')['v'] == 'c'
     finally:
         c.close()
+
+
+def test_snapshots_follow_a_move_and_another_process_reverts(
+        tmp_path, pg_servers, prefix):
+    # The tenants' dsn is spelled differently on c: the snapshot folder
+    # follows the database's name.
+    conf = _conf(tmp_path, pg_servers, prefix)
+    text = open(conf).read().replace(
+        pg_servers[2].dsn(prefix + '{name}'),
+        pg_servers[2].dsn(prefix + 'c_{name}'))
+    with open(conf, 'w') as f:
+        f.write(text)
+    a = collectionFromFiles([conf])
+    b = collectionFromFiles([conf])
+    try:
+        a.tenants.create('snap', server='a')
+        with a.transaction() as g:
+            g.root('snap')['n'] = 1
+        first = a.tenants.snapshot('snap')
+        with a.transaction() as g:
+            g.root('snap')['n'] = 2
+        a.tenants.move('snap', 'c')
+        rec = b.tenants.get('snap')
+        assert rec.settings['dbname'] == prefix + 'c_snap'
+        assert [s.id for s in rec.snapshots] == [first]
+        b.tenants.revert('snap', first)
+        with a.transaction() as g:
+            assert g.root('snap')['n'] == 1
+        assert _dbs(pg_servers[2], prefix) == [prefix + 'c_snap']
+        # Nothing for repair to find.
+        assert json.loads(_cli(conf, '--json', 'repair').stdout) == []
+    finally:
+        a.close()
+        b.close()

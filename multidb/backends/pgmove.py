@@ -253,6 +253,13 @@ class Move:
         """After the record's switch: the target's mark goes (the
         database is the tenant's now)."""
         clear_mark(self.dst, self.target)
+        # Snapshot files follow the database's name (when the servers'
+        # dsns name it differently).
+        old = self.src.snapshot_folder(self.source)
+        new = self.dst.snapshot_folder(self.target)
+        if old and new and old != new and os.path.isdir(old) and \
+                not os.path.exists(new):
+            os.rename(old, new)
 
     def drop_source(self, grace: float = 10.0) -> bool:
         """Drop the source's database, once proved to be this move's
@@ -272,8 +279,9 @@ class Move:
         while time.monotonic() < deadline and \
                 self.src.is_locked(self.source):
             time.sleep(0.05)
-        self.src.destroy(self.source)
-        return True
+        # The database only: the snapshots are the tenant's (kept by the
+        # main server, or in the snapshot folder, moved by committed()).
+        return self.src.drop_database(self.source)
 
     def abort(self) -> None:
         """Undo a move whose record was not switched: the target's copy

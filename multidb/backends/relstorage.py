@@ -420,6 +420,11 @@ class RelStorageBackend:
             settings.get('keep_history', self.keep_history),
             create_schema=False))
 
+    def snapshot_folder(self, settings: _Settings) -> Optional[str]:
+        """The local folder of the tenant's snapshot files (made by
+        nothing here), or None without a snapshot-dir."""
+        return self._snapshot_folder(settings, create=False)
+
     def name_of(self, dbname: str) -> str:
         """The tenant name of a tenant database's name."""
         return self._name_of(dbname)
@@ -722,6 +727,22 @@ class RelStorageBackend:
         one carrying no id raises StorageInTheWay.  Without one (a record
         made before ids were kept), the database of that name is
         dropped."""
+        if not self.drop_database(settings):
+            return   # another tenant's now: not ours to drop
+        d = self._snapshot_folder(settings, create=False)
+        if d:
+            rmtree_if_present(d)
+        if self.snapshot_database:
+            key = self._snapshot_key(settings)
+            self._snapshot_sql(
+                'DELETE FROM multidb_snapshot_part WHERE tenant = %s;'
+                ' DELETE FROM multidb_snapshot WHERE tenant = %s',
+                params=(key, key))
+
+    def drop_database(self, settings: _Settings) -> bool:
+        """Drop the tenant's database, not its snapshots (see destroy):
+        a copy that a move left.  False when the database there carries
+        another tenant's id (left alone)."""
         dbname = settings['dbname']
         tid = settings.get('id')
         if tid is not None:
@@ -736,18 +757,10 @@ class RelStorageBackend:
                                           self.describe(settings),
                                           "carries no tenant id")
                 if found != tid:
-                    return   # another tenant's now: not ours to drop
+                    return False
         self._admin(self._sql('DROP DATABASE IF EXISTS {} WITH (FORCE)',
                               dbname))
-        d = self._snapshot_folder(settings, create=False)
-        if d:
-            rmtree_if_present(d)
-        if self.snapshot_database:
-            key = self._snapshot_key(settings)
-            self._snapshot_sql(
-                'DELETE FROM multidb_snapshot_part WHERE tenant = %s;'
-                ' DELETE FROM multidb_snapshot WHERE tenant = %s',
-                params=(key, key))
+        return True
 
     def _name_of(self, dbname):
         m = self._name_re.match(dbname)

@@ -309,16 +309,16 @@ class ServerSet:
     # -- every server (repair) ----------------------------------------------
 
     def scan(self) -> Iterator[Tuple[str, Dict[str, Any]]]:
-        """Every server's tenant databases, each with its server; the
-        snapshot folders without a database (shared by the servers) once,
-        as the main server's."""
-        seen_folders = set()
+        """Every server's tenant databases, each with its server.  Not
+        the snapshot folders without a database, which one server's
+        backend reports: the folder is shared by the servers, and a
+        tenant moved to a server that names its database as another
+        server would is no leftover there (see pgmove), so none is
+        provably a leftover."""
         for server, backend in self.servers.items():
             for name, settings in backend.scan():
                 if not settings.get('present', True):
-                    if settings['dbname'] in seen_folders:
-                        continue
-                    seen_folders.add(settings['dbname'])
+                    continue
                 settings['server'] = server
                 yield name, settings
 
@@ -361,6 +361,11 @@ class ServerSet:
         pgmove.unfence)."""
         from multidb.backends import pgmove
         return pgmove.unfence(self._at(settings), settings)
+
+    def drop_copy(self, settings: _Settings) -> bool:
+        """Drop a copy of a tenant's database that a move left (its
+        snapshots are the tenant's, kept)."""
+        return self._at(settings).drop_database(settings)
 
     def clear_move_mark(self, settings: _Settings) -> None:
         from multidb.backends import pgmove

@@ -26,8 +26,8 @@ def servers(args: argparse.Namespace) -> int:
                  _bytes(s['bytes']), _bytes(s['capacity']),
                  s['error'] or '')
                 for s in status]
-        _table(rows, ('SERVER', 'WHERE', 'REACHABLE', 'TENANTS', 'SIZE',
-                      'CAPACITY', 'ERROR'))
+        print(_table(rows, ('SERVER', 'WHERE', 'REACHABLE', 'TENANTS',
+                            'SIZE', 'CAPACITY', 'ERROR')))
     return OK if all(s['reachable'] for s in status) else FAILED
 
 

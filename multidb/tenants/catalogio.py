@@ -77,7 +77,8 @@ class _Opener:
     storage is gone raises MissingStorage), except for the create that
     makes the tenant, at its first open."""
 
-    __slots__ = ('backend', 'settings', 'name', 'create', 'modified')
+    __slots__ = ('backend', 'settings', 'name', 'create', 'modified',
+                 'pending')
 
     def __init__(self, backend, rec, create=False):
         self.backend = backend
@@ -87,6 +88,9 @@ class _Opener:
         # The record's 'modified' when declared: another process that
         # replaces the data (revert, restore) changes it (see refresh).
         self.modified = rec.modified
+        # Declared by the create that makes the tenant, whose record is
+        # not committed yet (see refresh; cleared by _publish).
+        self.pending = create
 
     def __call__(self):
         storage = self.backend.factory(self.settings, name=self.name,
@@ -336,6 +340,13 @@ class CatalogAccess:
                     and current.settings == opener.settings:
                 continue
             if known in self._busy:
+                if current is None and opener.pending:
+                    # This process's create of the name, its record not
+                    # committed yet: nothing to look at again (its
+                    # commit is a change of its own).  Not settling here
+                    # would make every refresh during every create
+                    # compare every declared tenant with its record.
+                    continue
                 # An operation of this process holds the name (and
                 # declares it again when done); looked at again at the
                 # next refresh, whatever the counter says then.
@@ -415,6 +426,15 @@ class CatalogAccess:
             rec.name, opener, origin=origin,
             private=private, dynamic=True, **self.db_kwargs)
         self._declared[rec.name] = opener
+
+    def _publish(self, name):
+        """The record of the tenant name, just created, is committed: its
+        declaration is no longer a create in progress (see refresh), and
+        every group may open it."""
+        opener = self._declared.get(name)
+        if opener is not None:
+            opener.pending = False
+        self.collection.publish(name)
 
     def _undeclare(self, name, timeout=None):
         timeout = self.in_use_timeout if timeout is None else timeout

@@ -344,7 +344,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
                 self._discard(name, settings)
                 raise
             # Committed: nothing from here on may fail the create.
-            self.collection.publish(name)
+            self._publish(name)
             _crashpoint('create.committed')
         return rec
 

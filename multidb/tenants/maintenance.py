@@ -291,7 +291,7 @@ class Maintenance:
             log.warning("repair: dropping %s, left by move %s of tenant %r"
                         " (the record names %s)", backend.describe(found),
                         move['move'], name, backend.describe(rec.settings))
-            backend.destroy(found)
+            backend.drop_copy(found)
         return 'deleted'
 
     def _repair_snapshot(self, rec, sid):

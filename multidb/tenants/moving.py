@@ -22,6 +22,7 @@ from multidb.errors import DatabaseInUse
 from multidb.errors import InvalidInput
 from multidb.errors import NoSuchTenant
 from multidb.errors import NotConfigured
+from multidb.errors import StorageInTheWay
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalogio import _same_tenant
 from multidb.tenants.crashpoints import _crashpoint
@@ -161,19 +162,18 @@ class Moving:
         self.backend.unfence(rec.settings)
 
     def _clear_move_leftover(self, name, target):
-        """The target's place: a copy a move that died left there
-        (carrying the tenant's id and a target mark) is dropped; anything
-        else there is in the way."""
+        """The target's place: a copy of this very tenant (its id; the
+        record names another place) that a move which died, or a move
+        away whose old database was not dropped, left there goes; its
+        snapshots are the tenant's and stay.  Anything else there is
+        dealt with as create does."""
         backend = self.backend
-        found = backend.identify(target)
-        if found is None:
-            self._clear_leftover(name, target)
-            return
-        state = backend.move_state(target)
-        if found == target.get('id') and state is not None and \
-                state['role'] == 'target':
-            log.warning("dropping the copy a failed move of tenant %r left"
-                        " at %s", name, backend.describe(target))
-            backend.destroy(target)
+        if backend.identify(target) == target.get('id'):
+            if backend.is_locked(target):
+                raise StorageInTheWay(name, backend.describe(target),
+                                      "is held open by a process")
+            log.warning("dropping the copy of tenant %r left at %s",
+                        name, backend.describe(target))
+            backend.drop_copy(target)
             return
         self._clear_leftover(name, target)
