@@ -131,7 +131,7 @@ def test_commands_are_registered_in_one_place():
         'check-config', 'health', 'demo', 'list', 'show', 'create', 'clone',
         'drop', 'snapshot', 'snapshots', 'revert', 'archive', 'restore',
         'expire', 'repair', 'relocate', 'check-references', 'run', 'evolve',
-        'stats', 'pack', 'export-config', 'gc']
+        'stats', 'pack', 'export-config', 'gc', 'servers', 'move']
 
 
 def test_demo_persists_and_counts(capsys, tmp_path):

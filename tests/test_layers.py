@@ -17,13 +17,15 @@ FLOORS = [
     {'multidb.tenants', 'multidb.tenants.catalog', 'multidb.tenants.archive',
      'multidb.tenants.crashpoints',
      'multidb.backends', 'multidb.backends.filestorage',
-     'multidb.backends.relstorage', 'multidb.backends.pgnotify'},
+     'multidb.backends.relstorage', 'multidb.backends.pgnotify',
+     'multidb.backends.servers', 'multidb.backends.pgmove'},
     # The parts of Tenants, then the class they make.
     {'multidb.tenants.catalogio', 'multidb.tenants.locks',
      'multidb.tenants.copies', 'multidb.tenants.maintenance',
      'multidb.tenants.isolation', 'multidb.tenants.events',
      'multidb.tenants.fleet', 'multidb.tenants.generations',
-     'multidb.tenants.stats', 'multidb.tenants.packing'},
+     'multidb.tenants.stats', 'multidb.tenants.packing',
+     'multidb.tenants.moving'},
     {'multidb.tenants.lifecycle'},
     # Configuration: positions and key datatypes, section datatypes and
     # ZEO clients, then loading and building.
@@ -38,7 +40,7 @@ FLOORS = [
     {'multidb.cli.collection_commands', 'multidb.cli.tenant_commands',
      'multidb.cli.copy_commands', 'multidb.cli.maintenance_commands',
      'multidb.cli.fleet_maintenance_commands',
-     'multidb.cli.fleet_commands'},
+     'multidb.cli.fleet_commands', 'multidb.cli.server_commands'},
     {'multidb.cli', 'multidb.cli.__main__'},
     # Web applications: the WSGI middleware, and Pyramid (which reuses
     # its resolvers).

@@ -59,16 +59,14 @@ _Settings = Mapping[str, Any]
 
 
 def _pg():
-    from multidb.backends.relstorage import _psycopg2
-    return _psycopg2()
+    # (The backend that runs a move has imported it.)
+    import psycopg2
+    import psycopg2.sql
+    return psycopg2
 
 
-def _connect(backend, settings, dbname=None):
-    from multidb.backends.relstorage import dsn_with
-    dsn = backend.tenant_dsn(settings)
-    if dbname is not None:
-        dsn = dsn_with(dsn, dbname=dbname)
-    return _pg().connect(dsn)
+def _connect(backend, settings):
+    return _pg().connect(backend.tenant_dsn(settings))
 
 
 def move_state(backend: Any, settings: _Settings,
@@ -76,12 +74,7 @@ def move_state(backend: Any, settings: _Settings,
     """The mark of a move in the comment of the tenant's database
     (dbname: another database of the same server): ``{'move', 'role'}``,
     or None (no mark, or no such database)."""
-    from multidb.backends.relstorage import parse_move
-    rows = backend.admin(
-        'SELECT shobj_description(oid, %s) FROM pg_database'
-        ' WHERE datname = %s',
-        params=('pg_database', dbname or settings['dbname']), fetch=True)
-    return parse_move(rows[0][0]) if rows else None
+    return backend.move_mark(dbname or settings['dbname'])
 
 
 def _set_mark(backend, dbname, tenant_id, move_id=None, role=None):

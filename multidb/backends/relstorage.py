@@ -425,6 +425,15 @@ class RelStorageBackend:
         nothing here), or None without a snapshot-dir."""
         return self._snapshot_folder(settings, create=False)
 
+    def move_mark(self, dbname: str) -> Optional[Dict[str, str]]:
+        """The mark of a move between servers in dbname's comment (see
+        parse_move), or None (no mark, no such database)."""
+        rows = self._admin(
+            'SELECT shobj_description(oid, %s) FROM pg_database'
+            ' WHERE datname = %s', params=('pg_database', dbname),
+            fetch=True)
+        return parse_move(rows[0][0]) if rows else None
+
     def name_of(self, dbname: str) -> str:
         """The tenant name of a tenant database's name."""
         return self._name_of(dbname)
