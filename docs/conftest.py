@@ -3,7 +3,8 @@
 ``deployment.rst`` runs against real servers, as the tests do
 (``tests/servers.py``): a ZEO server of its own, ``zeo_server``, and a
 throwaway PostgreSQL cluster, ``postgres`` (the tests' own fixture, from
-``tests/helpers.py``), whose ``dsn()`` the examples use.  Every server
+``tests/helpers.py``), whose ``dsn()`` the examples use; ``servers.rst``
+also gets ``pg_servers``, three clusters.  Every server
 started here is stopped however the doc ends.
 """
 import os
@@ -15,12 +16,13 @@ import transaction
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(_HERE), 'tests'))
 
-from helpers import postgres  # noqa: F401,E402 (the tests' own fixture)
+from helpers import pg_servers  # noqa: F401,E402 (the tests' own fixtures)
+from helpers import postgres  # noqa: F401,E402
 
 # The docs that need servers, by file name (marked ``servers``); the docs
 # slower than about 2 seconds (marked ``slow``).
-_NEEDS_SERVERS = {'deployment.rst'}
-_SLOW = {'deployment.rst'}
+_NEEDS_SERVERS = {'deployment.rst', 'servers.rst'}
+_SLOW = {'deployment.rst', 'servers.rst'}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,13 +41,17 @@ def _doc_folder(tmp_path, monkeypatch, request, doctest_namespace):
     monkeypatch.chdir(tmp_path)
     server = None
     try:
-        if os.path.basename(str(request.node.fspath)) in _NEEDS_SERVERS:
+        name = os.path.basename(str(request.node.fspath))
+        if name in _NEEDS_SERVERS:
             from servers import ZEOServer
             server = ZEOServer(('main', 'catalog'),
                                folder=str(tmp_path / 'zeo'))
             doctest_namespace['zeo_server'] = server.start()
             doctest_namespace['postgres'] = request.getfixturevalue(
                 'postgres')
+            if name == 'servers.rst':
+                doctest_namespace['pg_servers'] = request.getfixturevalue(
+                    'pg_servers')
         yield
         transaction.abort()
     finally:

@@ -445,15 +445,16 @@ class RelStorageBackend:
                 f"{params.get('port', '5432')}")
 
     def usage(self) -> Tuple[int, int]:
-        """(tenant databases, their total size in bytes) on the
-        server."""
+        """(tenant databases, their total size in bytes) on the server:
+        the databases named as a tenant's that carry a tenant id."""
         rows = self._admin(
-            'SELECT datname, pg_database_size(oid) FROM pg_database'
-            ' WHERE NOT datistemplate', fetch=True)
+            'SELECT datname, shobj_description(oid, %s),'
+            ' pg_database_size(oid) FROM pg_database WHERE NOT'
+            ' datistemplate', params=('pg_database',), fetch=True)
         count = size = 0
-        skip = self._templates() | {self.snapshot_database}
-        for dbname, bytes_ in rows:
-            if self._name_re.match(dbname) and dbname not in skip:
+        for dbname, comment, bytes_ in rows:
+            # Those named as tenants' that carry a tenant id.
+            if self._name_re.match(dbname) and _parse_id(comment):
                 count += 1
                 size += int(bytes_)
         return count, size
