@@ -26,6 +26,10 @@ audited here.  What is used, and why:
   index that is current when a database that wrote nothing closes.
 - ``DB._mvcc_storage``: the receiver of a ZEO client's invalidations,
   which ``prefetch_changes`` forwards to after warming the client cache.
+- What ``ZODB.DB`` commits when it opens a storage without a root (its
+  description, the root's class): ``make_root`` commits the same through
+  the storage API, so that a new tenant's file is complete, and flushed,
+  before its folder is (see ``multidb.backends.filestorage``).
 """
 import logging
 import weakref

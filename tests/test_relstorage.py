@@ -581,5 +581,21 @@ def test_snapshot_database_repair_and_drop(postgres, pg_db, prefix,
             'SELECT (SELECT count(*) FROM multidb_snapshot) +'
             ' (SELECT count(*) FROM multidb_snapshot_part)',
             dbname=snapdb)[0][0] == 0
+        # A drop that died before deleting them leaves snapshots of a
+        # tenant that has no record: repair finds them on the server.
+        ta.create('y')
+        sid = ta.snapshot('y')
+        rec = ta.get('y')
+        postgres.sql(f"UPDATE multidb_snapshot SET tenant = 'gone'"
+                     f" WHERE snapshot_id = '{sid}'", dbname=snapdb)
+        postgres.sql(f"UPDATE multidb_snapshot_part SET tenant = 'gone'"
+                     f" WHERE snapshot_id = '{sid}'", dbname=snapdb)
+        found = [f for f in ta.repair() if f['kind'] == 'stray snapshot']
+        assert [(f['name'], f['action']) for f in found] == [
+            ('y', 'deleted')]
+        assert 'gone' in found[0]['path']
+        assert postgres.sql('SELECT count(*) FROM multidb_snapshot_part',
+                            dbname=snapdb)[0][0] == 0
+        assert rec.settings['id'] != 'gone'
     finally:
         a.close()

@@ -383,3 +383,45 @@ def test_snapshots_follow_a_move_and_another_process_reverts(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize('step,stopped', [('move.copied', 1),
+                                          ('move.fenced', 0)])
+def test_a_server_lost_during_a_move_loses_nothing(conf, pg_servers, prefix,
+                                                   step, stopped):
+    """The target lost while copying, or the source lost behind the
+    fence: the move fails, the record names the source, and once the
+    server is back (and repair ran) the tenant takes writes, with one
+    database."""
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('k', server='a')
+        with c.transaction() as g:
+            g.root('k')['n'] = 1
+    finally:
+        c.close()
+    env = dict(os.environ, MULTIDB_PAUSE_AT=step)
+    mover = subprocess.Popen(MULTIDB + ['-C', conf, 'move', 'k', '--to', 'b'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    server = pg_servers[stopped]
+    try:
+        assert mover.stdout.readline() == f'PAUSED {step}\n'
+        server.stop()
+        out, err = mover.communicate('\n', timeout=120)
+        assert mover.returncode == 1, (out, err)
+    finally:
+        if server.proc is None:
+            server.start()
+    _cli(conf, 'repair')
+    c = collectionFromFiles([conf])
+    try:
+        assert c.tenants.get('k').settings['server'] == 'a'
+        with c.transaction() as g:
+            g.root('k')['n'] += 1
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 2
+        assert _dbs(pg_servers[0], prefix) == [prefix + 'k']
+        assert _dbs(pg_servers[1], prefix) == []
+    finally:
+        c.close()

@@ -1208,6 +1208,29 @@ class RelStorageBackend:
         finally:
             conn.close()
 
+    def stored_snapshots(self) -> List[Dict[str, str]]:
+        """Every snapshot the snapshot database keeps (none without
+        one), for repair: dicts of key (the tenant id, or 'dbname:...'
+        for records made before ids), snapshot_id, dbname and name (the
+        tenant's, from the database's name)."""
+        if not self.snapshot_database:
+            return []
+        rows = self._snapshot_sql(
+            'SELECT tenant, snapshot_id, dbname FROM multidb_snapshot'
+            ' ORDER BY dbname, snapshot_id', fetch=True)
+        return [{'key': key, 'snapshot_id': sid, 'dbname': dbname,
+                 'name': self._name_of(dbname)}
+                for key, sid, dbname in rows]
+
+    def remove_stored_snapshot(self, key: str, snapshot_id: str) -> None:
+        """Delete one snapshot of the snapshot database by its key (see
+        stored_snapshots)."""
+        self._snapshot_sql(
+            'DELETE FROM multidb_snapshot_part WHERE tenant = %s AND'
+            ' snapshot_id = %s; DELETE FROM multidb_snapshot WHERE'
+            ' tenant = %s AND snapshot_id = %s',
+            params=(key, snapshot_id) * 2)
+
     def _check_snapshot_database(self, dbname):
         # Its tables must never land in a tenant's database or a
         # template (a tenant's drop, or a create from the template,

@@ -306,6 +306,19 @@ class ServerSet:
         return self._at(settings).copy_snapshot(settings, snapshot_id,
                                                 dest, progress)
 
+    def stored_snapshots(self) -> List[Dict[str, str]]:
+        rows = self.servers[self.main].stored_snapshots()
+        for row in rows:
+            for backend in self.servers.values():
+                name = backend.name_of(row['dbname'])
+                if name != row['dbname']:
+                    row['name'] = name
+                    break
+        return rows
+
+    def remove_stored_snapshot(self, key: str, snapshot_id: str) -> None:
+        self.servers[self.main].remove_stored_snapshot(key, snapshot_id)
+
     # -- every server (repair) ----------------------------------------------
 
     def scan(self) -> Iterator[Tuple[str, Dict[str, Any]]]:

@@ -226,6 +226,21 @@ class Maintenance:
                 plan.append((finding('missing storage', rec.name,
                                      backend.describe(rec.settings)), None))
 
+        # Snapshots kept on a server (a snapshot database) whose tenant
+        # has no record: a drop that died before deleting them.
+        stored_snapshots = getattr(backend, 'stored_snapshots', None)
+        if stored_snapshots is not None:
+            old_keys = {f"dbname:{r.settings.get('dbname')}"
+                        for r in records if not r.settings.get('id')}
+            for row in stored_snapshots():
+                if row['key'] in by_id or row['key'] in old_keys:
+                    continue
+                plan.append((finding(
+                    'stray snapshot', row['name'],
+                    f"{row['dbname']}/{row['snapshot_id']} (tenant id"
+                    f" {row['key']}, no record)"),
+                    functools.partial(self._repair_stored_snapshot, row)))
+
         stale = {}   # folder -> its stale temporary files
         for name, path in backend.stray_files():
             if path.endswith(_LOCK_SUFFIX):
@@ -292,6 +307,15 @@ class Maintenance:
                         " (the record names %s)", backend.describe(found),
                         move['move'], name, backend.describe(rec.settings))
             backend.drop_copy(found)
+        return 'deleted'
+
+    def _repair_stored_snapshot(self, row):
+        with self._hold(row['name']):
+            rec = self._record(row['name'])
+            if rec is not None and rec.settings.get('id') == row['key']:
+                return 'kept (recorded meanwhile)'
+            self.backend.remove_stored_snapshot(row['key'],
+                                                row['snapshot_id'])
         return 'deleted'
 
     def _repair_snapshot(self, rec, sid):
