@@ -470,11 +470,31 @@ class Connection(_ZConnection):
         # secondaries of its own; its connections mapping may be its
         # group's (see Collection._open_connection), whose members are
         # open already.
-        super().open(transaction_manager, False)
+        try:
+            super().open(transaction_manager, False)
+        except BaseException:
+            self._abandon_open()
+            raise
         partners = self._partners
         if partners:
             self._partners = None
             self._reunite(partners)
+
+    def _abandon_open(self):
+        # ZODB's open polls the storage (newTransaction) before it joins
+        # the manager: a poll that fails (a server gone) leaves the
+        # connection half open, out of the pool for good, and DB.close()
+        # then fails on it (unregisterSynch from a manager it never
+        # joined: KeyError) before closing the storage.  Back to the
+        # pool, closed, as if it had been opened and closed.
+        self.transaction_manager = None   # joined none: none to leave
+        try:
+            _ZConnection.close(self, False)
+        except Exception:
+            log.debug("closing a connection whose open failed",
+                      exc_info=True)
+        if self.opened is not None:
+            self._db._returnToPool(self)
 
     def _reunite(self, partners):
         connections = self.connections

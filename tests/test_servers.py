@@ -324,7 +324,22 @@ def test_a_server_down_affects_only_its_tenants(conf, pg_servers, prefix):
         with c.transaction() as g:
             for server in 'abc':
                 g.root('on' + server)['v'] = server
+        # Writers in other processes, to the tenants on a and b, while c
+        # goes down: every commit they saw succeed is there.
+        writers = [subprocess.Popen(
+            [sys.executable, '-c', WRITER, conf, name, '4'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ('ona', 'onb')]
+        for w in writers:
+            assert w.stdout.readline() == 'READY\n', w.stderr.read()
         down.stop()
+        counts = []
+        for w in writers:
+            out, err = w.communicate(timeout=120)
+            assert w.returncode == 0, err
+            counts.append(int(out.split()[0]))
+        with c.transaction() as g:
+            assert [g.root(n)['n'] for n in ('ona', 'onb')] == counts
         for _ in range(20):
             with c.transaction() as g:
                 assert g.root('ona')['v'] == 'a'
@@ -425,3 +440,44 @@ def test_a_server_lost_during_a_move_loses_nothing(conf, pg_servers, prefix,
         assert _dbs(pg_servers[1], prefix) == []
     finally:
         c.close()
+
+
+def test_a_database_whose_server_is_gone_still_closes(pg_servers, prefix,
+                                                      caplog):
+    """ZODB's Connection.open polls before it joins the transaction
+    manager: when the poll fails (the server gone), plain ZODB leaves the
+    connection half open, and DB.close() then fails on it (KeyError)
+    before closing the storage."""
+    import logging
+    from relstorage.adapters.postgresql import PostgreSQLAdapter
+    from relstorage.options import Options
+    from relstorage.storage import RelStorage
+    pg = pg_servers[2]
+    pg.sql(f'CREATE DATABASE "{prefix}gone"')
+    options = Options(keep_history=False)
+    storages = []
+
+    def factory():
+        storages.append(RelStorage(PostgreSQLAdapter(
+            dsn=pg.dsn(prefix + 'gone'), options=options), options=options))
+        return storages[-1]
+    coll = multidb.Collection()
+    coll.declare('gone', factory)
+    try:
+        with coll.transaction() as g:
+            g.root('gone')['v'] = 1
+        pg.stop()
+        for _ in range(3):
+            with pytest.raises(Exception):
+                with coll.transaction() as g:
+                    g.root('gone')['v']
+            assert not coll.health(['gone'])[0].reachable
+        with caplog.at_level(logging.ERROR, logger='multidb'):
+            coll.close()
+        assert not [r for r in caplog.records
+                    if r.name.startswith('multidb')], caplog.text
+        assert storages and all(s._closed for s in storages)
+    finally:
+        coll.close()
+        if pg.proc is None:
+            pg.start()
