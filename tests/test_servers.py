@@ -4,6 +4,7 @@ three hosts (the pg_servers fixture); the catalog is on the first.
 """
 import json
 import os
+import queue
 import subprocess
 import sys
 import uuid
@@ -20,7 +21,7 @@ MULTIDB = [sys.executable, '-m', 'multidb.cli']
 
 
 def _conf(folder, servers, prefix, *, placement='fewest-tenants',
-          capacities=None, notify=True):
+          capacities=None, notify=True, history=False):
     """A configuration: the catalog on servers[0], tenants over all three
     (a, the template's own, is the main server)."""
     main = servers[0]
@@ -50,7 +51,7 @@ def _conf(folder, servers, prefix, *, placement='fewest-tenants',
     template-database {prefix}template
     snapshot-dir {folder}/snapshots
     <relstorage>
-      keep-history false
+      keep-history {'true' if history else 'false'}
       <postgresql>
         dsn {main.dsn(prefix + '{name}')}
       </postgresql>
@@ -160,7 +161,10 @@ def test_most_free_space_and_bad_configurations(tmp_path, pg_servers,
         assert 'servers.conf' in str(e.value)
 
 
-def test_move_keeps_the_data_and_drops_the_source(conf, pg_servers, prefix):
+@pytest.mark.parametrize('history', [False, True])
+def test_move_keeps_the_data_and_drops_the_source(tmp_path, pg_servers,
+                                                  prefix, history):
+    conf = _conf(tmp_path, pg_servers, prefix, history=history)
     c = collectionFromFiles([conf])
     other = collectionFromFiles([conf])
     try:
@@ -168,11 +172,21 @@ def test_move_keeps_the_data_and_drops_the_source(conf, pg_servers, prefix):
         t.create('acme', server='a')
         with c.transaction() as g:
             root = g.root('acme')
-            root['items'] = {i: 'x' * 100 for i in range(1000)}
+            # Persistent objects: their oids must not be given again on
+            # the new server.
+            root['items'] = {i: PersistentMapping(v='x' * 100, i=i)
+                             for i in range(1000)}
             root['n'] = 1
         with other.transaction() as g:
             assert g.root('acme')['n'] == 1   # opened there, on a
+        events = queue.Queue()
+        other.tenants.subscribe(events.put, ['acme'])
         done = t.move('acme', 'c')
+        # The other process is told at once (LISTEN/NOTIFY), with the
+        # record that names the new server.
+        event = events.get(timeout=5)
+        assert (event.name, event.kind) == ('acme', 'changed')
+        assert event.record.settings['server'] == 'c'
         assert done['from'] == 'a' and done['to'] == 'c'
         assert done['source_dropped'] and done['pause'] < 30
         assert t.get('acme').settings['server'] == 'c'
@@ -186,7 +200,11 @@ def test_move_keeps_the_data_and_drops_the_source(conf, pg_servers, prefix):
                 root['n'] += 1
                 root[id(coll)] = PersistentMapping(k=1)   # new oids on c
         with c.transaction() as g:
-            assert g.root('acme')['n'] == 3
+            root = g.root('acme')
+            assert root['n'] == 3
+            assert [root['items'][i]['i'] for i in range(1000)] == \
+                list(range(1000))
+            assert [root[id(coll)]['k'] for coll in (other, c)] == [1, 1]
         # Moving it where it is, or somewhere unknown: refused.
         with pytest.raises(multidb.InvalidInput):
             t.move('acme', 'c')
@@ -209,9 +227,14 @@ conf, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = collectionFromFiles([conf])
 done = 0
 deadline = time.monotonic() + seconds
+from BTrees.IOBTree import IOBTree
+from persistent.mapping import PersistentMapping
 def bump(g):
     root = g.root(name)
-    root['n'] = root.get('n', 0) + 1
+    n = root['n'] = root.get('n', 0) + 1
+    if 'log' not in root:
+        root['log'] = IOBTree()
+    root['log'][n] = PersistentMapping(i=n)   # a new oid each time
 gaps, last = [], time.monotonic()
 while time.monotonic() < deadline:
     c.run(bump, attempts=200, backoff=0.01, max_backoff=0.1)
@@ -240,8 +263,12 @@ def test_a_move_under_writes_from_another_process(conf, pg_servers, prefix,
         assert writer.returncode == 0, err
         done, longest = out.split()
         with c.transaction() as g:
-            # Every commit the writer saw succeed is there, once.
-            assert g.root('busy')['n'] == int(done)
+            # Every commit the writer saw succeed is there, once, and no
+            # object was given an oid another has.
+            root = g.root('busy')
+            assert root['n'] == int(done)
+            assert [root['log'][i]['i'] for i in range(1, int(done) + 1)] \
+                == list(range(1, int(done) + 1))
         assert int(done) > 40
         assert first['source_dropped'] and second['source_dropped']
         assert [_dbs(pg, prefix) for pg in pg_servers] == [
