@@ -508,3 +508,62 @@ def test_a_database_whose_server_is_gone_still_closes(pg_servers, prefix,
         coll.close()
         if pg.proc is None:
             pg.start()
+
+
+def test_two_moves_at_once_and_what_is_in_the_way(conf, pg_servers, prefix):
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('k', server='a')
+        with c.transaction() as g:
+            g.root('k')['n'] = 1
+        # Two processes move it at once: the name's lock puts them one
+        # after the other; the second finds it there already.
+        procs = [subprocess.Popen(
+            MULTIDB + ['-C', conf, 'move', 'k', '--to', 'b'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+        results = [p.communicate(timeout=120) + (p.returncode,)
+                   for p in procs]
+        codes = sorted(r[2] for r in results)
+        assert codes == [0, 1], results
+        assert any('is on it already' in r[1] for r in results), results
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 1
+        assert [_dbs(pg, prefix) for pg in pg_servers] == [
+            [], [prefix + 'k'], []]
+        # A database of that name on the target that is not provably the
+        # tenant's: nothing is deleted, the move is refused.
+        pg_servers[2].sql(f'CREATE DATABASE "{prefix}k"')
+        with pytest.raises(multidb.StorageInTheWay, match='no tenant id'):
+            c.tenants.move('k', 'c')
+        pg_servers[2].sql(f'COMMENT ON DATABASE "{prefix}k" IS'
+                          f" 'multidb-tenant-id:{'f' * 32}'")
+        with pytest.raises(multidb.StorageInTheWay, match='another tenant'):
+            c.tenants.move('k', 'c')
+        assert _dbs(pg_servers[2], prefix) == [prefix + 'k']
+        assert c.tenants.get('k').settings['server'] == 'b'
+        with c.transaction() as g:
+            g.root('k')['n'] = 2
+    finally:
+        c.close()
+
+
+def test_no_password_reaches_records_or_output(tmp_path, pg_servers,
+                                               prefix):
+    conf = _conf(tmp_path, pg_servers, prefix)
+    text = open(conf).read()
+    b = pg_servers[1].dsn(prefix + '{name}')
+    with open(conf, 'w') as f:
+        f.write(text.replace(b, b + ' password=sekrit-pw'))
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('p', server='b')
+        c.tenants.move('p', 'c')
+        c.tenants.move('p', 'b')
+        assert 'sekrit' not in repr(c.tenants.get('p'))
+    finally:
+        c.close()
+    for argv in (['--json', 'list'], ['servers'], ['--json', 'servers'],
+                 ['show', 'p'], ['move', 'p', '--to', 'a']):
+        proc = _cli(conf, *argv)
+        assert 'sekrit' not in proc.stdout + proc.stderr, argv

@@ -444,20 +444,23 @@ class RelStorageBackend:
         return (f"{params.get('host', 'localhost')}:"
                 f"{params.get('port', '5432')}")
 
-    def usage(self) -> Tuple[int, int]:
+    def usage(self, sizes: bool = True) -> Tuple[int, Optional[int]]:
         """(tenant databases, their total size in bytes) on the server:
-        the databases named as a tenant's that carry a tenant id."""
+        the databases named as a tenant's that carry a tenant id.  The
+        size (a walk of every database's files) only with sizes, else
+        None."""
         rows = self._admin(
             'SELECT datname, shobj_description(oid, %s),'
-            ' pg_database_size(oid) FROM pg_database WHERE NOT'
-            ' datistemplate', params=('pg_database',), fetch=True)
+            + (' pg_database_size(oid)' if sizes else ' 0') +
+            ' FROM pg_database WHERE NOT datistemplate',
+            params=('pg_database',), fetch=True)
         count = size = 0
         for dbname, comment, bytes_ in rows:
             # Those named as tenants' that carry a tenant id.
             if self._name_re.match(dbname) and _parse_id(comment):
                 count += 1
                 size += int(bytes_)
-        return count, size
+        return count, (size if sizes else None)
 
     # -- locks ------------------------------------------------------------
 

@@ -144,7 +144,8 @@ class ServerSet:
         best, best_key, errors = None, None, []
         for server, backend in self.servers.items():
             try:
-                count, size = backend.usage()
+                count, size = backend.usage(
+                    sizes=self.placement == 'most-free-space')
             except Exception as e:
                 errors.append(f"{server}: {' '.join(str(e).split())}")
                 log.warning("tenant server %r cannot be reached; a new"

@@ -165,15 +165,21 @@ class Moving:
         """The target's place: a copy of this very tenant (its id; the
         record names another place) that a move which died, or a move
         away whose old database was not dropped, left there goes; its
-        snapshots are the tenant's and stay.  Anything else there is
-        dealt with as create does."""
+        snapshots are the tenant's and stay.  Anything else there is in
+        the way (another tenant's id may be a live record's: nothing is
+        deleted that is not provably this tenant's)."""
         backend = self.backend
-        if backend.identify(target) == target.get('id'):
-            if backend.is_locked(target):
-                raise StorageInTheWay(name, backend.describe(target),
-                                      "is held open by a process")
-            log.warning("dropping the copy of tenant %r left at %s",
-                        name, backend.describe(target))
-            backend.drop_copy(target)
+        where = backend.describe(target)
+        found = backend.identify(target)
+        if found is None:
+            if backend.exists(target):
+                raise StorageInTheWay(name, where, "carries no tenant id")
             return
-        self._clear_leftover(name, target)
+        if found != target.get('id'):
+            raise StorageInTheWay(name, where,
+                                  f"carries another tenant id ({found}):"
+                                  f" see multidb repair")
+        if backend.is_locked(target):
+            raise StorageInTheWay(name, where, "is held open by a process")
+        log.warning("dropping the copy of tenant %r left at %s", name, where)
+        backend.drop_copy(target)
