@@ -473,28 +473,12 @@ class Connection(_ZConnection):
         try:
             super().open(transaction_manager, False)
         except BaseException:
-            self._abandon_open()
+            _abandon_open(self)
             raise
         partners = self._partners
         if partners:
             self._partners = None
             self._reunite(partners)
-
-    def _abandon_open(self):
-        # ZODB's open polls the storage (newTransaction) before it joins
-        # the manager: a poll that fails (a server gone) leaves the
-        # connection half open, out of the pool for good, and DB.close()
-        # then fails on it (unregisterSynch from a manager it never
-        # joined: KeyError) before closing the storage.  Back to the
-        # pool, closed, as if it had been opened and closed.
-        self.transaction_manager = None   # joined none: none to leave
-        try:
-            _ZConnection.close(self, False)
-        except Exception:
-            log.debug("closing a connection whose open failed",
-                      exc_info=True)
-        if self.opened is not None:
-            self._db._returnToPool(self)
 
     def _reunite(self, partners):
         connections = self.connections
@@ -609,6 +593,30 @@ def take_connection(db, valid=None):
         return conn
 
 
+def _abandon_open(conn):
+    # ZODB's open joins the transaction manager and polls the storage
+    # (newTransaction), in an order that depends on whether a transaction
+    # is active; a poll that fails (a server gone) leaves the connection
+    # half open: out of the pool for good, maybe still a synchronizer of
+    # the manager (whose next begin() would poll it and fail again), and
+    # DB.close() fails on it (unregisterSynch from a manager it never
+    # joined: KeyError) before closing the storage.  Back to the pool,
+    # closed, as if opened and closed.
+    tm = conn.transaction_manager
+    if tm is not None:
+        try:
+            tm.unregisterSynch(conn)
+        except KeyError:
+            pass   # the poll failed before it joined
+    conn.transaction_manager = None
+    try:
+        _ZConnection.close(conn, False)
+    except Exception:
+        log.debug("closing a connection whose open failed", exc_info=True)
+    if conn.opened is not None:
+        conn._db._returnToPool(conn)
+
+
 def open_into(conn, transaction_manager, connections):
     """Open conn (taken from its pool) as a member of the group whose
     members share the mapping connections.  On failure conn goes back to
@@ -622,18 +630,9 @@ def open_into(conn, transaction_manager, connections):
         if connections.get(name) is conn:
             del connections[name]
         conn.connections = {name: conn}
-        # ZODB's open() registers the connection with the transaction
-        # manager before it polls the storage (which is what fails): left
-        # registered, the pooled connection would take part in that
-        # manager's next transactions (and fail its begin()).
-        tm = conn.transaction_manager
-        if tm is not None:
-            try:
-                tm.unregisterSynch(conn)
-            except KeyError:
-                pass
-        conn.transaction_manager = None
-        conn._db._returnToPool(conn)
+        if conn.opened is not None:
+            # (glue.Connection.open puts itself back: see _abandon_open.)
+            _abandon_open(conn)
         raise
     return conn
 
