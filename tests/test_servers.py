@@ -97,8 +97,17 @@ def _cli(conf, *argv, env=None, check=True):
     return proc
 
 
-def _counter(root):
-    root['n'] = root.get('n', 0) + 1
+def _tenant_k(conf):
+    """A collection of conf with tenant k on server a, k's n at 1."""
+    c = collectionFromFiles([conf])
+    try:
+        c.tenants.create('k', server='a')
+        with c.transaction() as g:
+            g.root('k')['n'] = 1
+    except BaseException:
+        c.close()
+        raise
+    return c
 
 
 def test_tenants_are_placed_over_the_servers(conf, pg_servers, prefix):
@@ -282,13 +291,7 @@ def test_a_move_under_writes_from_another_process(conf, pg_servers, prefix,
                                   'move.committed'])
 def test_a_move_killed_at_each_step_loses_nothing(conf, pg_servers, prefix,
                                                   step):
-    c = collectionFromFiles([conf])
-    try:
-        c.tenants.create('k', server='a')
-        with c.transaction() as g:
-            g.root('k')['n'] = 1
-    finally:
-        c.close()
+    _tenant_k(conf).close()
     env = dict(os.environ, MULTIDB_CRASH_AT=step)
     proc = _cli(conf, 'move', 'k', '--to', 'b', env=env, check=False)
     assert proc.returncode == -9, proc.stderr
@@ -319,11 +322,8 @@ def test_a_move_killed_at_each_step_loses_nothing(conf, pg_servers, prefix,
 
 
 def test_a_killed_move_is_undone_by_the_next_move(conf, pg_servers, prefix):
-    c = collectionFromFiles([conf])
+    c = _tenant_k(conf)
     try:
-        c.tenants.create('k', server='a')
-        with c.transaction() as g:
-            g.root('k')['n'] = 1
         env = dict(os.environ, MULTIDB_CRASH_AT='move.renamed')
         assert _cli(conf, 'move', 'k', '--to', 'b', env=env,
                     check=False).returncode == -9
@@ -435,13 +435,7 @@ def test_a_server_lost_during_a_move_loses_nothing(conf, pg_servers, prefix,
     fence: the move fails, the record names the source, and once the
     server is back (and repair ran) the tenant takes writes, with one
     database."""
-    c = collectionFromFiles([conf])
-    try:
-        c.tenants.create('k', server='a')
-        with c.transaction() as g:
-            g.root('k')['n'] = 1
-    finally:
-        c.close()
+    _tenant_k(conf).close()
     env = dict(os.environ, MULTIDB_PAUSE_AT=step)
     mover = subprocess.Popen(MULTIDB + ['-C', conf, 'move', 'k', '--to', 'b'],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -511,11 +505,8 @@ def test_a_database_whose_server_is_gone_still_closes(pg_servers, prefix,
 
 
 def test_two_moves_at_once_and_what_is_in_the_way(conf, pg_servers, prefix):
-    c = collectionFromFiles([conf])
+    c = _tenant_k(conf)
     try:
-        c.tenants.create('k', server='a')
-        with c.transaction() as g:
-            g.root('k')['n'] = 1
         # Two processes move it at once: the name's lock puts them one
         # after the other; the second finds it there already.
         procs = [subprocess.Popen(
