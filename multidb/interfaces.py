@@ -508,6 +508,52 @@ class IBackend(Interface):
         secrets."""
 
 
+class IServerSet(IBackend):
+    """A backend over several servers (``<server>`` sections): a tenant's
+    settings name its server (``settings['server']``), and a tenant can
+    move between them (see ``multidb.backends.servers``)."""
+
+    def server_names():
+        """The configured servers' names, the main one first."""
+
+    def check_server(server):
+        """server if configured, else ``UnknownServer``."""
+
+    def server_of(settings):
+        """The server a tenant's settings name (the main one when they
+        name none)."""
+
+    def settings_for(name, server=None):
+        """A new tenant's settings on server (default: the placement's
+        choice among the servers that answer)."""
+
+    def settings_on(settings, server):
+        """The same tenant's settings (id, kind, template) on server."""
+
+    def status():
+        """One dict per server: name, main, where, reachable, error,
+        tenants, bytes, capacity."""
+
+    def mover(settings, new):
+        """The storage's part of moving the tenant of settings to new
+        (``multidb.backends.pgmove.Move``)."""
+
+    def move_state(settings):
+        """The mark of an unfinished move on the tenant's storage there:
+        ``{'move': id, 'role': 'source' or 'target'}``, or None."""
+
+    def unfence(settings):
+        """Take down the fence of a move that did not switch the record;
+        True if there was one."""
+
+    def clear_move_mark(settings):
+        """The storage is the tenant's (the move switched the record):
+        the mark goes."""
+
+    def drop_copy(settings):
+        """Delete a copy a move left (not the tenant's snapshots)."""
+
+
 class ITenants(Interface):
     """The tenant lifecycle of a collection (``Collection.tenants``).
 

@@ -48,6 +48,7 @@ def made(tmp_path):
 
 
 def _kinds(paths, folder):
+    folder = os.path.realpath(folder)   # as /proc/self/fd names it
     tenants = os.path.join(folder, 'tenants')
     out = []
     for p in paths:

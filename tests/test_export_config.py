@@ -245,6 +245,9 @@ def test_verify_interfaces():
     verifyClass(IBackend, multidb.FileStorageBackend)
     from multidb.backends.relstorage import RelStorageBackend
     verifyClass(IBackend, RelStorageBackend)
+    from multidb.backends.servers import ServerSet
+    from multidb.interfaces import IServerSet
+    verifyClass(IServerSet, ServerSet)
 
 
 def test_composed_files_defines_and_top_level_sections(conf, tmp_path,

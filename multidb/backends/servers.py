@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from multidb.errors import NotConfigured
 from multidb.errors import UnknownServer
-from multidb.interfaces import IBackend
+from multidb.interfaces import IServerSet
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ _STRAY = 'postgresql://'
 _Settings = Mapping[str, Any]
 
 
-@implementer(IBackend)
+@implementer(IServerSet)
 class ServerSet:
     """servers: server name -> its ``RelStorageBackend`` (the first is
     the main one unless main names another); placement: one of
@@ -90,6 +90,18 @@ class ServerSet:
         # (see the module's docstring).
         for backend in self.servers.values():
             backend.snapshot_owner = first
+
+    @classmethod
+    def from_template(cls, template: Any) -> 'ServerSet':
+        """The server set of a ``<tenants>`` template with ``<server>``
+        sections: what its storage kind's backend makes of it
+        (``RelStorageBackend.from_template``)."""
+        from multidb.backends import backend_class
+        backend = backend_class(template.kind).from_template(template)
+        if not isinstance(backend, cls):
+            raise ValueError("the tenants template has no <server>"
+                             " sections")
+        return backend
 
     def __repr__(self):
         return f"<ServerSet {', '.join(self.servers)} main={self.main!r}>"

@@ -303,6 +303,11 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
     def _create(self, rec, init):
         name, settings, backend = rec.name, rec.settings, self.backend
         with self._hold(name):
+            # A catalog transaction of its own, not the one that commits
+            # the record below: that one holds the catalog lock, which
+            # the making of the storage (prepare: CREATE DATABASE on
+            # PostgreSQL) must not hold, and the record must be read
+            # before a leftover is cleared.
             current = self._record(name)
             if current is not None:
                 if _same_tenant(current.settings, settings):
@@ -343,7 +348,8 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
                 self._undeclare(name, timeout=0)
                 self._discard(name, settings)
                 raise
-            # Committed: nothing from here on may fail the create.
+            # Committed: nothing from here on may fail the create.  (No
+            # longer a create in progress for refresh, see _publish.)
             self._publish(name)
             _crashpoint('create.committed')
         return rec

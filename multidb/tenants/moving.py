@@ -23,6 +23,7 @@ from multidb.errors import InvalidInput
 from multidb.errors import NoSuchTenant
 from multidb.errors import NotConfigured
 from multidb.errors import StorageInTheWay
+from multidb.interfaces import IServerSet
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalogio import _same_tenant
 from multidb.tenants.crashpoints import _crashpoint
@@ -48,7 +49,7 @@ class Moving:
 
     def _server_set(self):
         backend = self.backend
-        if not hasattr(backend, 'mover'):
+        if not IServerSet.providedBy(backend):
             raise NotConfigured(
                 "this collection's tenants are on one server: moving them"
                 " needs <server> sections in <tenants> (PostgreSQL)")
