@@ -25,6 +25,8 @@ therefore leaves where it is.
 Moving a tenant between servers is ``multidb.backends.pgmove``.
 """
 import logging
+import threading
+import time
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -81,6 +83,11 @@ class ServerSet:
                 raise ValueError(
                     f"placement most-free-space needs a capacity for every"
                     f" server: {', '.join(lacking)} has none")
+        #: How long what placement asked of a server (its tenants, their
+        #: size) is taken as still true, in seconds.
+        self.placement_ttl = 5.0
+        self._usage_cache: Dict[str, Any] = {}
+        self._usage_lock = threading.Lock()
         first = self.servers[self.main]
         # What the core and the other parts read of a backend.
         self.keep_history = first.keep_history
@@ -149,15 +156,45 @@ class ServerSet:
             out.append(entry)
         return out
 
+    def _usage(self, server):
+        """(count, size) of server, asked at most every placement_ttl
+        seconds (a burst of creates asks once); an error is remembered as
+        long."""
+        now = time.monotonic()
+        with self._usage_lock:
+            cached = self._usage_cache.get(server)
+            if cached is not None and now - cached[0] < self.placement_ttl:
+                if isinstance(cached[1], Exception):
+                    raise cached[1]
+                return cached[1]
+        try:
+            found = self.servers[server].usage(
+                sizes=self.placement == 'most-free-space')
+        except Exception as e:
+            with self._usage_lock:
+                self._usage_cache[server] = (now, e)
+            raise
+        with self._usage_lock:
+            self._usage_cache[server] = (now, found)
+        return found
+
+    def _placed(self, server):
+        # One more tenant there, until the server is asked again.
+        with self._usage_lock:
+            cached = self._usage_cache.get(server)
+            if cached is not None and not isinstance(cached[1], Exception):
+                count, size = cached[1]
+                self._usage_cache[server] = (cached[0], (count + 1, size))
+
     def place(self, name: str) -> str:
         """The server for a new tenant, by the placement policy, among
-        the servers that answer (ties: the order of the
-        configuration)."""
+        the servers that answer (ties: the order of the configuration).
+        What the servers hold is asked at most every ``placement_ttl``
+        seconds, and counted here in between."""
         best, best_key, errors = None, None, []
-        for server, backend in self.servers.items():
+        for server in self.servers:
             try:
-                count, size = backend.usage(
-                    sizes=self.placement == 'most-free-space')
+                count, size = self._usage(server)
             except Exception as e:
                 errors.append(f"{server}: {' '.join(str(e).split())}")
                 log.warning("tenant server %r cannot be reached; a new"
@@ -172,6 +209,7 @@ class ServerSet:
         if best is None:
             raise NotConfigured(f"no tenant server can be reached to place"
                                 f" tenant {name!r}: {'; '.join(errors)}")
+        self._placed(best)
         return best
 
     # -- settings -------------------------------------------------------
