@@ -191,3 +191,51 @@ class ZEOServer:
             self.stop()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def servers_config(folder, clusters, prefix, catalog, *,
+                   placement='fewest-tenants', capacities=None, notify=True,
+                   history=False):
+    """A configuration file of tenants over clusters (PostgreSQL objects):
+    the catalog in the database catalog of the first (made by the
+    caller), tenants as databases PREFIX{name} on every cluster, the first
+    the main server a, then b, c ...; returns its path."""
+    main = clusters[0]
+    capacities = capacities or {}
+    more = ''.join(
+        f"""
+    <server {name}>
+      dsn {pg.dsn(prefix + '{name}')}
+      {f'capacity {capacities[name]}' if name in capacities else ''}
+    </server>""" for name, pg in zip('bcdefgh', clusters[1:]))
+    text = f"""%import relstorage
+<multidb>
+  <zodb catalog>
+    <relstorage>
+      keep-history false
+      <postgresql>
+        dsn {main.dsn(catalog)}
+      </postgresql>
+    </relstorage>
+  </zodb>
+  <tenants>
+    server-name a
+    {f"server-capacity {capacities['a']}" if 'a' in capacities else ''}
+    placement {placement}
+    catalog-notify {'on' if notify else 'off'}
+    catalog-poll-interval 0.2
+    template-database {prefix}template
+    snapshot-dir {folder}/{prefix}snapshots
+    <relstorage>
+      keep-history {'true' if history else 'false'}
+      <postgresql>
+        dsn {main.dsn(prefix + '{name}')}
+      </postgresql>
+    </relstorage>{more}
+  </tenants>
+</multidb>
+"""
+    path = os.path.join(str(folder), f'{prefix}servers.conf')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path

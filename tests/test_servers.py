@@ -14,55 +14,18 @@ from persistent.mapping import PersistentMapping
 
 import multidb
 from multidb.config import collectionFromFiles
+from servers import servers_config
 
 pytestmark = pytest.mark.slow
 
 MULTIDB = [sys.executable, '-m', 'multidb.cli']
 
 
-def _conf(folder, servers, prefix, *, placement='fewest-tenants',
-          capacities=None, notify=True, history=False):
+def _conf(folder, servers, prefix, **options):
     """A configuration: the catalog on servers[0], tenants over all three
     (a, the template's own, is the main server)."""
-    main = servers[0]
-    capacities = capacities or {}
-    more = ''.join(
-        f"""
-    <server {name}>
-      dsn {pg.dsn(prefix + '{name}')}
-      {f'capacity {capacities[name]}' if name in capacities else ''}
-    </server>""" for name, pg in zip('bc', servers[1:]))
-    text = f"""%import relstorage
-<multidb>
-  <zodb catalog>
-    <relstorage>
-      keep-history false
-      <postgresql>
-        dsn {main.dsn(prefix[:-1] + 'catalog')}
-      </postgresql>
-    </relstorage>
-  </zodb>
-  <tenants>
-    server-name a
-    {f"server-capacity {capacities['a']}" if 'a' in capacities else ''}
-    placement {placement}
-    catalog-notify {'on' if notify else 'off'}
-    catalog-poll-interval 0.2
-    template-database {prefix}template
-    snapshot-dir {folder}/snapshots
-    <relstorage>
-      keep-history {'true' if history else 'false'}
-      <postgresql>
-        dsn {main.dsn(prefix + '{name}')}
-      </postgresql>
-    </relstorage>{more}
-  </tenants>
-</multidb>
-"""
-    path = os.path.join(str(folder), f'{prefix}servers.conf')
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
+    return servers_config(folder, servers, prefix, prefix[:-1] + 'catalog',
+                          **options)
 
 
 @pytest.fixture
@@ -232,6 +195,7 @@ def test_move_keeps_the_data_and_drops_the_source(tmp_path, pg_servers,
 WRITER = r'''
 import sys, time, transaction
 from multidb.config import collectionFromFiles
+from servers import servers_config
 conf, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = collectionFromFiles([conf])
 done = 0
@@ -558,3 +522,47 @@ def test_no_password_reaches_records_or_output(tmp_path, pg_servers,
                  ['show', 'p'], ['move', 'p', '--to', 'a']):
         proc = _cli(conf, *argv)
         assert 'sekrit' not in proc.stdout + proc.stderr, argv
+
+
+def test_the_fence_refuses_at_the_vote(conf, pg_servers, prefix):
+    """A transaction writing the tenant being moved and another database
+    must fail whole: refused at tpc_finish (where RelStorage moves the
+    data in), the other database, finishing first, would have committed,
+    and each retry would apply its change again."""
+    import threading
+    c = collectionFromFiles([conf])
+    try:
+        t = c.tenants
+        t.create('x', server='a')
+        keys = {}
+        for i in range(20):
+            name = f'o{i}'
+            t.create(name, server='b')
+            with c.transaction() as g:
+                g.root(name)['n'] = 0
+                g.root('x')['n'] = 0
+                keys = {n: g.root(n)._p_jar.db().storage.sortKey()
+                        for n in ('x', name)}
+            if keys[name] < keys['x']:
+                break   # its tpc_finish comes before x's
+        else:
+            pytest.fail("no tenant sorts before x")
+        other = name
+        rec = t.get('x')
+        mover = t.backend.mover(rec.settings,
+                                t.backend.settings_on(rec.settings, 'b'))
+        mover.prepare()
+        mover.copy()
+        mover.fence()
+        threading.Timer(0.5, mover.abort).start()   # then it comes down
+
+        def func(g):
+            g.root('x')['n'] += 1
+            g.root(other)['n'] += 1
+        c.run(func, attempts=100, backoff=0.02, max_backoff=0.05)
+        with c.transaction() as g:
+            assert (g.root('x')['n'], g.root(other)['n']) == (1, 1)
+        assert _dbs(pg_servers[1], prefix) == sorted(
+            prefix + f'o{i}' for i in range(int(other[1:]) + 1))
+    finally:
+        c.close()

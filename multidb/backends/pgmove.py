@@ -11,12 +11,14 @@
    ``catch_up`` copies what was committed meanwhile (the transactions
    after the last one copied, through the storage iterator), as often as
    it likes.
-3. ``fence``: writes to the source stop.  A trigger on the source's
-   object tables refuses every write with SQLSTATE 40001 (a serialization
-   failure: what a retried transaction expects), installed after a mark
-   (``move:ID source``, in the comment); the trigger's creation
-   waits for the writers that were committing.  From here on the source
-   holds its final state.  Reads go on.
+3. ``fence``: writes to the source stop, refused at their vote with
+   SQLSTATE 40001 (a serialization failure: what a retried transaction
+   expects), so that a transaction over several databases fails whole:
+   RelStorage's vote function is renamed and one that refuses stands in
+   its place; the writes already voted are waited for; a trigger on the
+   object tables then refuses anything else.  The mark (``move:ID
+   source``, in the comment) goes first.  From here on the source holds
+   its final state.  Reads go on.
 4. ``finish``: the last ``catch_up``, then the target database takes its
    final name.  The caller commits the record's switch to the target,
    then ``drop_source``.
@@ -98,6 +100,7 @@ def unfence(backend: Any, settings: _Settings) -> bool:
                 cur.execute(_sql('DROP TRIGGER IF EXISTS {} ON {}', FENCE,
                                  table))
             cur.execute(_sql('DROP FUNCTION IF EXISTS {}()', FENCE))
+            _restore_vote(cur)
     finally:
         conn.close()
     # The mark last: a crash before leaves it, and this runs again.
@@ -105,6 +108,96 @@ def unfence(backend: Any, settings: _Settings) -> bool:
     log.warning("tenant database %s takes writes again (the fence of move"
                 " %s is down)", settings['dbname'], state['move'])
     return True
+
+
+# RelStorage's function that a commit calls at its vote, and the name the
+# fence gives it meanwhile.
+_VOTE = 'lock_objects_and_detect_conflicts'
+_VOTE_KEPT = 'multidb_moved_' + _VOTE
+
+
+def _functions(cur, name):
+    cur.execute(
+        'SELECT p.oid::regprocedure::text,'
+        ' pg_get_function_arguments(p.oid), pg_get_function_result(p.oid)'
+        ' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace'
+        ' WHERE p.proname = %s AND n.nspname = current_schema()', (name,))
+    return cur.fetchall()
+
+
+def _replace_vote(cur, message):
+    """RelStorage's vote function renamed, and one that refuses in its
+    place (in the caller's transaction)."""
+    sql = _pg().sql
+    if _functions(cur, _VOTE_KEPT):
+        return   # fenced already (a move that died, run again)
+    found = _functions(cur, _VOTE)
+    if len(found) != 1:
+        raise RuntimeError(
+            f"cannot fence the tenant database: RelStorage's function"
+            f" {_VOTE} is not there once ({len(found)} found)")
+    signature, arguments, result = found[0]
+    # (The catalog's own spelling of the signature and the types.)
+    cur.execute(sql.SQL('ALTER FUNCTION {} RENAME TO {}').format(
+        sql.SQL(signature), sql.Identifier(_VOTE_KEPT)))
+    cur.execute(sql.SQL(
+        'CREATE FUNCTION {}({}) RETURNS {} LANGUAGE plpgsql AS'
+        ' $$ BEGIN {} END $$').format(
+            sql.Identifier(_VOTE), sql.SQL(arguments), sql.SQL(result),
+            message))
+
+
+def _restore_vote(cur):
+    """Undo _replace_vote (what of it is there)."""
+    sql = _pg().sql
+    kept = _functions(cur, _VOTE_KEPT)
+    if not kept:
+        return
+    for signature, _, _ in _functions(cur, _VOTE):
+        cur.execute(sql.SQL('DROP FUNCTION {}').format(sql.SQL(signature)))
+    cur.execute(sql.SQL('ALTER FUNCTION {} RENAME TO {}').format(
+        sql.SQL(kept[0][0]), sql.Identifier(_VOTE)))
+
+
+def _drain(cur, since, timeout):
+    """Wait for the transactions that were writing to the database when
+    the fence went up (since) to end: those that voted commit, the others
+    find the fence and abort.  A writing transaction has a transaction id
+    (RelStorage fills its temporary tables first); a reading one (a load
+    connection's long snapshot) has none and is not waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur.execute(
+            'SELECT count(*) FROM pg_stat_activity WHERE datname ='
+            ' current_database() AND pid <> pg_backend_pid() AND'
+            ' backend_xid IS NOT NULL AND xact_start <= %s', (since,))
+        if not cur.fetchone()[0]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the transactions writing to the tenant's database did"
+                f" not end within {timeout:g} s of the fence")
+        time.sleep(0.005)
+
+
+class _Block:
+    """One transaction on an autocommit connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.autocommit = False
+        return self
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:
+                self.conn.commit()
+            else:
+                self.conn.rollback()
+        finally:
+            self.conn.autocommit = True
 
 
 def clear_mark(backend: Any, settings: _Settings) -> None:
@@ -200,33 +293,51 @@ class Move:
         self.copied = last
         return count
 
-    def fence(self, lock_timeout: float = 60.0) -> None:
-        """Writes to the source stop (see the module's docstring).  The
-        mark first: a crash before the trigger leaves a mark that repair
-        clears."""
+    def fence(self, timeout: float = 60.0) -> None:
+        """Writes to the source stop (see the module's docstring).
+
+        A write must fail at its vote, never after: in a transaction over
+        several databases, a failure in the second phase comes after the
+        others committed.  RelStorage locks a transaction's objects at
+        the vote in its function ``lock_objects_and_detect_conflicts``
+        (and moves the data in at tpc_finish): the fence renames it and
+        puts in its place one, of the same signature, that refuses.  Then
+        it waits for the transactions that were already writing (voted,
+        or about to find the fence) to end, and only then adds the
+        trigger that refuses any write to the object tables, a backstop.
+        The mark first: a crash at any point leaves a mark that repair
+        (unfence) clears, and unfence undoes each part that is there."""
         _set_mark(self.src, self.source['dbname'], self.source['id'],
                   self.id, 'source')
         self.fenced = True
         sql = _pg().sql
+        message = sql.SQL(
+            "RAISE EXCEPTION 'multidb: this tenant database is being"
+            " moved (move %) to server %; open it again from the catalog"
+            " (if no move is running, run multidb repair)', {}, {} USING"
+            " ERRCODE = '40001';").format(sql.Literal(self.id),
+                                          sql.Literal(self._peer))
         conn = _connect(self.src, self.source)
         try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT set_config('lock_timeout', %s, true)",
-                            (f'{int(lock_timeout * 1000)}ms',))
-                cur.execute(sql.SQL(
-                    "CREATE OR REPLACE FUNCTION {}() RETURNS trigger"
-                    " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION"
-                    " 'multidb: this tenant database is being moved"
-                    " (move %) to server %; open it again from the"
-                    " catalog (if no move is running, run multidb"
-                    " repair)', {}, {} USING ERRCODE = '40001'; END $$"
-                ).format(sql.Identifier(FENCE), sql.Literal(self.id),
-                         sql.Literal(self._peer)))
-                for table in _existing(cur, _WRITTEN):
-                    cur.execute(_sql(
-                        'CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR'
-                        ' DELETE ON {} FOR EACH STATEMENT EXECUTE'
-                        ' FUNCTION {}()', FENCE, table, FENCE))
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SET lock_timeout = %s",
+                            (f'{int(timeout * 1000)}ms',))
+                with _Block(conn):
+                    _replace_vote(cur, message)
+                cur.execute('SELECT clock_timestamp()')
+                fenced_at = cur.fetchone()[0]
+                _drain(cur, fenced_at, timeout)
+                with _Block(conn):
+                    cur.execute(sql.SQL(
+                        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger"
+                        " LANGUAGE plpgsql AS $$ BEGIN {} END $$").format(
+                            sql.Identifier(FENCE), message))
+                    for table in _existing(cur, _WRITTEN):
+                        cur.execute(_sql(
+                            'CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR'
+                            ' DELETE ON {} FOR EACH STATEMENT EXECUTE'
+                            ' FUNCTION {}()', FENCE, table, FENCE))
         finally:
             conn.close()
 

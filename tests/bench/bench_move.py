@@ -63,6 +63,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from benchutil import Runs  # noqa: E402
 from benchutil import add_runs_argument  # noqa: E402
 from benchutil import table  # noqa: E402
+from servers import servers_config  # noqa: E402
 
 OBJECT_BYTES = 64 * 1024      # one filler object's random bytes
 BATCH = 64                    # filler objects per commit (4 MB)
@@ -87,42 +88,8 @@ def write_conf(folder, servers, prefix):
     """A configuration file: the catalog on servers[0] (database
     PREFIXcatalog, made here), tenants on every server of servers (the
     first is the main one, a; then b, c), fewest-tenants placement."""
-    main = servers[0]
-    main.sql(f'CREATE DATABASE "{prefix}catalog"')
-    more = ''.join(f"""
-    <server {name}>
-      dsn {pg.dsn(prefix + '{name}')}
-    </server>""" for name, pg in zip('bc', servers[1:]))
-    text = f"""%import relstorage
-<multidb>
-  <zodb catalog>
-    <relstorage>
-      keep-history false
-      <postgresql>
-        dsn {main.dsn(prefix + 'catalog')}
-      </postgresql>
-    </relstorage>
-  </zodb>
-  <tenants>
-    server-name a
-    placement fewest-tenants
-    catalog-notify on
-    catalog-poll-interval 0.2
-    template-database {prefix}template
-    snapshot-dir {folder}/{prefix}snapshots
-    <relstorage>
-      keep-history false
-      <postgresql>
-        dsn {main.dsn(prefix + '{name}')}
-      </postgresql>
-    </relstorage>{more}
-  </tenants>
-</multidb>
-"""
-    path = os.path.join(folder, f'{prefix}servers.conf')
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
+    servers[0].sql(f'CREATE DATABASE "{prefix}catalog"')
+    return servers_config(folder, servers, prefix, prefix + 'catalog')
 
 
 def drop_prefixed(clusters, prefix):
