@@ -195,7 +195,6 @@ def test_move_keeps_the_data_and_drops_the_source(tmp_path, pg_servers,
 WRITER = r'''
 import sys, time, transaction
 from multidb.config import collectionFromFiles
-from servers import servers_config
 conf, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = collectionFromFiles([conf])
 done = 0
