@@ -14,6 +14,7 @@ from multidb import glue
 
 from helpers import fs_tenants
 from helpers import root_dict
+from test_catalog_changes import _CountingDict
 
 # The module (ZODB.FileStorage's package attribute of that name is the
 # class): FileStorage calls its fsync global at each commit.
@@ -161,20 +162,6 @@ def test_the_storage_is_complete_when_the_factory_returns(tmp_path):
             storage.close()
     finally:
         c.close()
-
-
-class _CountingDict(dict):
-    """The declared tenants, counting the walks over all of them."""
-
-    walks = 0
-
-    def __iter__(self):
-        self.walks += 1
-        return super().__iter__()
-
-    def items(self):
-        self.walks += 1
-        return super().items()
 
 
 def test_refreshes_during_creates_do_not_walk_every_tenant(tmp_path):

@@ -61,6 +61,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from benchutil import Runs  # noqa: E402
+from benchutil import machine  # noqa: E402
 from benchutil import add_runs_argument  # noqa: E402
 from benchutil import table  # noqa: E402
 from servers import servers_config  # noqa: E402
@@ -68,18 +69,6 @@ from servers import servers_config  # noqa: E402
 OBJECT_BYTES = 64 * 1024      # one filler object's random bytes
 BATCH = 64                    # filler objects per commit (4 MB)
 MB = 1024 * 1024
-
-
-def machine():
-    cpu = '?'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    with open('/proc/meminfo') as f:
-        mem = int(f.readline().split()[1]) // 1024
-    return f'{cpu}, {os.cpu_count()} cores, {mem} MB'
 
 
 # -- configurations ----------------------------------------------------------

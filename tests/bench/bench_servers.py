@@ -73,6 +73,7 @@ from servers import ZEOServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchutil import Runs  # noqa: E402
+from benchutil import machine  # noqa: E402
 from benchutil import add_runs_argument  # noqa: E402
 from benchutil import table  # noqa: E402
 from benchutil import verdict  # noqa: E402
@@ -588,18 +589,6 @@ def table_commits(rounds, block, runs, res):
 
 
 # -- main ------------------------------------------------------------------
-
-def machine():
-    cpu = '?'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    with open('/proc/meminfo') as f:
-        mem = int(f.readline().split()[1]) // 1024
-    return f'{cpu}, {os.cpu_count()} cores, {mem} MB'
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -3,6 +3,7 @@ over several runs ("median (min-max)").
 
 Imported by the bench_*.py scripts (run as scripts, so this folder is on
 sys.path)."""
+import os
 import statistics
 import sys
 
@@ -105,3 +106,16 @@ def filestorage_bytes(folder, key):
         index = f.read()
     clear()
     return data, index
+
+
+def machine():
+    """The CPU, cores and memory of this machine, one line."""
+    cpu = '?'
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    with open('/proc/meminfo') as f:
+        mem = int(f.readline().split()[1]) // 1024
+    return f'{cpu}, {os.cpu_count()} cores, {mem} MB'
