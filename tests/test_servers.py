@@ -322,6 +322,14 @@ def test_a_server_down_affects_only_its_tenants(conf, pg_servers, prefix):
             for name in ('ona', 'onb')]
         for w in writers:
             assert w.stdout.readline() == 'READY\n', w.stderr.read()
+        # Placement counts: c holds the fewest, and that is what the
+        # placement knows (asked now, for an hour).
+        backend = c.tenants.backend
+        backend.placement_ttl = 3600
+        for server in 'ab':
+            for i in range(3):
+                c.tenants.create(f'more{server}{i}', server=server)
+        assert backend.place('probe') == 'c'
         down.stop()
         counts = []
         for w in writers:
@@ -342,8 +350,12 @@ def test_a_server_down_affects_only_its_tenants(conf, pg_servers, prefix):
         assert not status['c']['reachable'] and status['a']['reachable']
         proc = _cli(conf, 'servers', check=False)
         assert proc.returncode == 1 and 'NO' in proc.stdout
-        # New tenants go where a server answers.
-        assert c.tenants.create('new1').settings['server'] in ('a', 'b')
+        # A create placed on c, as the placement knew it, fails (nothing
+        # is made); placement asks c again, and the next goes elsewhere.
+        with pytest.raises(multidb.ServerUnavailable):
+            c.tenants.create('new1')
+        assert 'new1' not in c.tenants
+        assert c.tenants.create('new2').settings['server'] in ('a', 'b')
     finally:
         if down.proc is None:
             down.start()

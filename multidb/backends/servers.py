@@ -24,6 +24,7 @@ therefore leaves where it is.
 
 Moving a tenant between servers is ``multidb.backends.pgmove``.
 """
+import contextlib
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from zope.interface import implementer
 from multidb.errors import NotConfigured
 from multidb.errors import UnknownServer
 from multidb.interfaces import IServerSet
+from multidb.retry import lost_connection
 
 log = logging.getLogger(__name__)
 
@@ -268,16 +270,31 @@ class ServerSet:
     # -- one tenant's storage, on its server --------------------------------
 
     def exists(self, settings: _Settings) -> bool:
-        return self._at(settings).exists(settings)
+        with self._watch(settings):
+            return self._at(settings).exists(settings)
 
     def identify(self, settings: _Settings) -> Optional[str]:
-        return self._at(settings).identify(settings)
+        with self._watch(settings):
+            return self._at(settings).identify(settings)
 
     def mark(self, settings: _Settings) -> None:
         self._at(settings).mark(settings)
 
     def prepare(self, settings: _Settings) -> None:
-        self._at(settings).prepare(settings)
+        with self._watch(settings):
+            self._at(settings).prepare(settings)
+
+    @contextlib.contextmanager
+    def _watch(self, settings):
+        # A server lost while making a tenant: placement asks it again
+        # before it puts the next tenant there.
+        try:
+            yield
+        except Exception as e:
+            if lost_connection(e):
+                with self._usage_lock:
+                    self._usage_cache.pop(self.server_of(settings), None)
+            raise
 
     def check_destroy(self, settings: _Settings,
                       name: Optional[str] = None) -> None:
