@@ -600,8 +600,9 @@ def _abandon_open(conn):
     # half open: out of the pool for good, maybe still a synchronizer of
     # the manager (whose next begin() would poll it and fail again), and
     # DB.close() fails on it (unregisterSynch from a manager it never
-    # joined: KeyError) before closing the storage.  Back to the pool,
-    # closed, as if opened and closed.
+    # joined: KeyError) before closing the storage.  Back to its pool,
+    # joined to no manager.  (Not through close(): its callbacks would
+    # count a connection handed out that never was.)
     tm = conn.transaction_manager
     if tm is not None:
         try:
@@ -609,10 +610,6 @@ def _abandon_open(conn):
         except KeyError:
             pass   # the poll failed before it joined
     conn.transaction_manager = None
-    try:
-        _ZConnection.close(conn, False)
-    except Exception:
-        log.debug("closing a connection whose open failed", exc_info=True)
     if conn.opened is not None:
         conn._db._returnToPool(conn)
 
