@@ -530,6 +530,10 @@ class IServerSet(IBackend):
     def settings_on(settings, server):
         """The same tenant's settings (id, kind, template) on server."""
 
+    def same_cluster(a, b):
+        """Are the servers named a and b one server, however their
+        connection settings are spelled (proved by asking them)?"""
+
     def status():
         """One dict per server: name, main, where, reachable, error,
         tenants, bytes, capacity."""

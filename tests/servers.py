@@ -127,6 +127,13 @@ class PostgreSQL:
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
+    def drop_databases(self, prefix):
+        """Drop every database whose name starts with prefix (a test's
+        own), whoever is connected to it."""
+        for (name,) in self.sql('SELECT datname FROM pg_database'):
+            if name.startswith(prefix):
+                self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def sql(self, statement, dbname='postgres'):
         """Run one statement in autocommit; return the rows, if any."""
         import psycopg2

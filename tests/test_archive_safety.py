@@ -296,9 +296,7 @@ def test_header_of_a_postgresql_tenant_holds_no_password(postgres,
         assert root_dict(t, 'copy') == {'v': 1}
     finally:
         c.close()
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 # -- pickles that run code ----------------------------------------------------

@@ -146,9 +146,7 @@ def prefix(postgres):
     import uuid
     p = 'e' + uuid.uuid4().hex[:6] + '_'
     yield p
-    for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-        if name.startswith(p):
-            postgres.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres.drop_databases(p)
 
 
 def test_postgresql_listen_notify(postgres, pg_db, tmp_path, prefix):

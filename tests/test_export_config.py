@@ -233,10 +233,7 @@ def test_passwords_only_when_asked(postgres, tmp_path, data, capsys,
             finally:
                 _close(databases)
     finally:
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}"'
-                             f' WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 def test_verify_interfaces():

@@ -449,9 +449,7 @@ def pg_tenants(postgres, pg_db, tmp_path):
         yield t
     finally:
         c.close()
-        for (db,) in postgres.sql('SELECT datname FROM pg_database'):
-            if db.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 @pytest.mark.slow

@@ -390,9 +390,7 @@ def test_operations_while_backends_are_terminated(postgres, pg_db, tmp_path,
         check()
     finally:
         c.close()
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 def test_what_is_a_lost_connection():

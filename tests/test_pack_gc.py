@@ -355,10 +355,7 @@ def test_pack_on_postgresql_keeps_cross_database_objects(postgres, tmp_path):
         assert t.stats(['acme'], full=True)[0].objects == full.objects
     finally:
         c.close()
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}"'
-                             f' WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 PG_CONFIG = """
@@ -423,10 +420,7 @@ def test_gc_on_postgresql(postgres, tmp_path, data, monkeypatch, history):
         finally:
             storage.close()
     finally:
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}"'
-                             f' WITH (FORCE)')
+        postgres.drop_databases(prefix)
 
 
 def test_pack_progress_and_jobs_bounded_by_max_open(tmp_path):

@@ -272,9 +272,7 @@ def pg(postgres, pg_db, tmp_path):
     defines.conf = conf
     defines.prefix = prefix
     yield defines
-    for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-        if name.startswith(prefix):
-            postgres.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres.drop_databases(prefix)
 
 
 def _pg(pg, **changes):

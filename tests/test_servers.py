@@ -36,9 +36,7 @@ def prefix(pg_servers):
     for pg in pg_servers:
         if pg.proc is None:
             pg.start()
-        for (name,) in pg.sql('SELECT datname FROM pg_database'):
-            if name.startswith(p[:-1]):
-                pg.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_databases(p[:-1])
 
 
 @pytest.fixture
@@ -575,5 +573,33 @@ def test_the_fence_refuses_at_the_vote(conf, pg_servers, prefix):
             assert (g.root('x')['n'], g.root(other)['n']) == (1, 1)
         assert _dbs(pg_servers[1], prefix) == sorted(
             prefix + f'o{i}' for i in range(int(other[1:]) + 1))
+    finally:
+        c.close()
+
+
+def test_one_server_spelled_twice_is_never_a_move_target(
+        tmp_path, pg_servers, prefix):
+    """Server b is server a's cluster, its dsn spelled another way: a
+    move from a to b would 'copy' the tenant onto its own database and
+    then drop the source, that very database.  Refused; and repair scans
+    that cluster once (else the tenant's database, found again as b's,
+    would be at a place no record names)."""
+    conf = _conf(tmp_path, pg_servers, prefix)
+    text = open(conf).read()
+    b = pg_servers[1].dsn(prefix + '{name}')
+    a_again = pg_servers[0].dsn(prefix + '{name}') + ' connect_timeout=7'
+    with open(conf, 'w') as f:
+        f.write(text.replace(b, a_again))
+    c = _tenant_k(conf)
+    try:
+        with pytest.raises(multidb.InvalidInput, match="spelled another"):
+            c.tenants.move('k', 'b')
+        findings = c.tenants.repair()
+        assert findings == [], findings
+        with c.transaction() as g:
+            assert g.root('k')['n'] == 1
+        assert _dbs(pg_servers[0], prefix) == [prefix + 'k']
+        # A real other server is not taken for the same.
+        assert not c.tenants.backend.same_cluster('a', 'c')
     finally:
         c.close()

@@ -194,7 +194,4 @@ def test_stats_on_postgresql(postgres, tmp_path):
         assert again.last_transaction > full.last_transaction
     finally:
         c.close()
-        for (name,) in postgres.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                postgres.sql(f'DROP DATABASE IF EXISTS "{name}"'
-                             f' WITH (FORCE)')
+        postgres.drop_databases(prefix)

@@ -425,6 +425,25 @@ class RelStorageBackend:
         nothing here), or None without a snapshot-dir."""
         return self._snapshot_folder(settings, create=False)
 
+    def same_cluster(self, other: 'RelStorageBackend') -> bool:
+        """Is other's server this one's, however its dsn is spelled (a
+        host name or an address, another port option ...)?  Proved, not
+        guessed: an advisory lock of a random key, taken here, is looked
+        for in other's server's lock table."""
+        key = uuid.uuid4().int >> 66   # positive, below 2**62
+        conn = _psycopg2().connect(self.admin_dsn)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute('SELECT pg_advisory_lock(%s)', (key,))
+            rows = other._admin(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND objsubid = 1 AND ((classid::bigint << 32) |"
+                " objid::bigint) = %s", params=(key,), fetch=True)
+            return bool(rows[0][0])
+        finally:
+            conn.close()
+
     def move_mark(self, dbname: str) -> Optional[Dict[str, str]]:
         """The mark of a move between servers in dbname's comment (see
         parse_move), or None (no mark, no such database)."""

@@ -389,14 +389,33 @@ class ServerSet:
 
     # -- every server (repair) ----------------------------------------------
 
+    def same_cluster(self, a: str, b: str) -> bool:
+        """Are servers a and b one PostgreSQL cluster (two spellings of
+        its dsn)?  See RelStorageBackend.same_cluster."""
+        return self.servers[self.check_server(a)].same_cluster(
+            self.servers[self.check_server(b)])
+
     def scan(self) -> Iterator[Tuple[str, Dict[str, Any]]]:
-        """Every server's tenant databases, each with its server.  Not
-        the snapshot folders without a database, which one server's
-        backend reports: the folder is shared by the servers, and a
-        tenant moved to a server that names its database as another
-        server would is no leftover there (see pgmove), so none is
-        provably a leftover."""
-        for server, backend in self.servers.items():
+        """Every server's tenant databases, each with its server.  A
+        server that is an earlier one spelled another way is not scanned
+        again (with a warning): its databases would be found twice, once
+        at a place no record names.  Not the snapshot folders without a
+        database, which one server's backend reports: the folder is
+        shared by the servers, and a tenant moved to a server that names
+        its database as another server would is no leftover there (see
+        pgmove), so none is provably a leftover."""
+        distinct: List[str] = []
+        for server in self.servers:
+            alias = next((d for d in distinct
+                          if self.same_cluster(d, server)), None)
+            if alias is not None:
+                log.warning("tenant servers %r and %r are one PostgreSQL"
+                            " cluster: %r is not scanned", alias, server,
+                            server)
+                continue
+            distinct.append(server)
+        for server in distinct:
+            backend = self.servers[server]
             for name, settings in backend.scan():
                 if not settings.get('present', True):
                     continue

@@ -70,9 +70,16 @@ class Moving:
             if here == to:
                 raise InvalidInput('server', to,
                                    f"tenant {name!r} is on it already")
+            if backend.same_cluster(here, to):
+                # The target "copy" would be the tenant's own database,
+                # and the source's drop would delete it.
+                raise InvalidInput('server', to,
+                                   f"is the PostgreSQL server of {here!r}"
+                                   f" (where tenant {name!r} is), its dsn"
+                                   f" spelled another way")
             # What a move that died left: the fence comes down (the
             # record names this database: it holds every write).
-            self._unfence(rec)
+            backend.unfence(source)
             target = backend.settings_on(source, to)
             self._clear_move_leftover(name, target)
             mover = backend.mover(source, target)
@@ -140,14 +147,13 @@ class Moving:
             current = tree.get(rec.name)
             if current is None or not _same_tenant(current.settings,
                                                    rec.settings) or \
-                    backend_place(current.settings) != \
-                    backend_place(rec.settings):
+                    not self.backend.same_place(current.settings,
+                                                rec.settings):
                 raise NoSuchTenant(rec.name)
             new = current.replace(settings=dict(target), modified=modified)
             tree[rec.name] = new
             self._log_change(g, rec.name)
             return new
-        backend_place = self.backend.place_key
         return self._write(update)
 
     def _committed_at(self, name, target):
@@ -158,9 +164,6 @@ class Moving:
         return current is not None and _same_tenant(
             current.settings, target) and \
             self.backend.same_place(current.settings, target)
-
-    def _unfence(self, rec):
-        self.backend.unfence(rec.settings)
 
     def _clear_move_leftover(self, name, target):
         """The target's place: a copy of this very tenant (its id; the

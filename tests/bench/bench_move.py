@@ -83,9 +83,7 @@ def write_conf(folder, servers, prefix):
 
 def drop_prefixed(clusters, prefix):
     for pg in clusters:
-        for (name,) in pg.sql('SELECT datname FROM pg_database'):
-            if name.startswith(prefix):
-                pg.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_databases(prefix)
 
 
 def db_size(pg, dbname):
