@@ -629,13 +629,15 @@ class Collection:
         return counts
 
     def _forget_group(self, group):
-        finalizer = getattr(group, '_leak_finalizer', None)
+        finalizer = group._leak_finalizer
         if finalizer is not None:
             finalizer.detach()
-        groups = self._groups
-        ref = groups.get(group.transaction_manager)
-        if ref is not None and ref() in (group, None):
-            groups.pop(group.transaction_manager, None)
+        tm = group.transaction_manager
+        ref = self._groups.get(tm)
+        if ref is not None:
+            other = ref()
+            if other is group or other is None:
+                self._groups.pop(tm, None)
 
     def transaction(self, transaction_manager: Any = None
                     ) -> ContextManager[ConnectionGroup]:

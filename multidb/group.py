@@ -32,6 +32,12 @@ class ConnectionGroup:
     Made by :meth:`multidb.Collection.group`.
     """
 
+    # Slots: a group is made and dropped on every request; attribute
+    # access on its hot path (get_connection, close) is measurably cheaper.
+    __slots__ = ('_collection', 'transaction_manager', 'connections',
+                 'closed', '_resolver', '_probe', '_refreshing', 'opened_at',
+                 '_leak_finalizer', '__weakref__')
+
     def __init__(self, collection, transaction_manager):
         self._collection = collection
         self.transaction_manager = transaction_manager
@@ -51,26 +57,23 @@ class ConnectionGroup:
         self._resolver = collection.resolver
         self._probe = None
         self._refreshing = False
-
-    #: Where the group was opened (a formatted stack), when the collection
-    #: tracks groups (``track_groups``); else None.
-    opened_at = None
+        #: Where the group was opened (a formatted stack), when the
+        #: collection tracks groups (``track_groups``); else None.
+        self.opened_at = None
+        self._leak_finalizer = None
 
     def get_connection(self, name: str) -> 'Connection':
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
-        if self._resolver is not None and not self._fresh():
-            self._refreshing = True   # refresh() uses the group too
-            try:
-                done = self._resolver.refresh(self, name)
-            finally:
-                self._refreshing = False
-            self._probe = None
-            if done:
-                self._probe = _UNPROBED
-                for other, member in self.connections.items():
-                    self._probe = (other, member, member.boundaries)
-                    break
+        if self._resolver is not None:
+            # Has the resolver refreshed since the last transaction
+            # boundary?  (Inline: this runs on every call.)
+            probe = self._probe
+            if probe is not _UNPROBED and not self._refreshing and (
+                    probe is None or
+                    self.connections.get(probe[0]) is not probe[1] or
+                    probe[1].boundaries != probe[2]):
+                self._refresh(name)
         conn = self.connections.get(name)
         if conn is not None:
             return conn
@@ -85,18 +88,18 @@ class ConnectionGroup:
             self._probe = (name, conn, conn.boundaries)
         return conn
 
-    def _fresh(self):
-        # Has the resolver refreshed since the last transaction boundary?
-        if self._refreshing:
-            return True
-        probe = self._probe
-        if probe is None:
-            return False
-        if probe is _UNPROBED:
-            return True
-        name, member, count = probe
-        return (self.connections.get(name) is member
-                and member.boundaries == count)
+    def _refresh(self, name):
+        self._refreshing = True   # refresh() uses the group too
+        try:
+            done = self._resolver.refresh(self, name)
+        finally:
+            self._refreshing = False
+        self._probe = None
+        if done:
+            self._probe = _UNPROBED
+            for other, member in self.connections.items():
+                self._probe = (other, member, member.boundaries)
+                break
 
     def root(self, name: str) -> Any:
         """See :meth:`multidb.interfaces.IConnectionGroup.root`."""
@@ -136,11 +139,12 @@ class ConnectionGroup:
         for conn in members.values():
             check_not_joined(conn, "close the group")
         self.closed = True
-        self.connections = {}
         self._probe = None
         try:
-            # Each member goes back to its own database's pool alone.
-            close_unit(members)
+            if members:
+                # Each member goes back to its own database's pool alone
+                # (and the mapping is emptied).
+                close_unit(members)
         finally:
             members.clear()
             self._collection._forget_group(self)
