@@ -54,7 +54,7 @@ class ConnectionGroup:
         # register and unregister with the transaction manager on every
         # request.  _probe: (name, member, its count at the refresh), or
         # None (refresh at the next use).
-        self._resolver = collection.resolver
+        self._resolver = collection._resolver
         self._probe = None
         self._refreshing = False
         #: Where the group was opened (a formatted stack), when the
@@ -65,15 +65,30 @@ class ConnectionGroup:
     def get_connection(self, name: str) -> 'Connection':
         """See :meth:`multidb.interfaces.IConnectionGroup.get_connection`.
         """
-        if self._resolver is not None:
+        resolver = self._resolver
+        if resolver is not None:
             # Has the resolver refreshed since the last transaction
-            # boundary?  (Inline: this runs on every call.)
+            # boundary?  (Inline, as the refresh below: this runs on every
+            # request.)
             probe = self._probe
             if probe is not _UNPROBED and not self._refreshing and (
                     probe is None or
                     self.connections.get(probe[0]) is not probe[1] or
                     probe[1].boundaries != probe[2]):
-                self._refresh(name)
+                self._refreshing = True   # refresh() uses the group too
+                try:
+                    done = resolver.refresh(self, name)
+                finally:
+                    self._refreshing = False
+                probe = None
+                if done:
+                    # Fresh until a boundary passes: the first member
+                    # (now, or the first opened) counts them.
+                    probe = _UNPROBED
+                    for other, member in self.connections.items():
+                        probe = (other, member, member.boundaries)
+                        break
+                self._probe = probe
         conn = self.connections.get(name)
         if conn is not None:
             return conn
@@ -87,19 +102,6 @@ class ConnectionGroup:
         if self._probe is _UNPROBED:
             self._probe = (name, conn, conn.boundaries)
         return conn
-
-    def _refresh(self, name):
-        self._refreshing = True   # refresh() uses the group too
-        try:
-            done = self._resolver.refresh(self, name)
-        finally:
-            self._refreshing = False
-        self._probe = None
-        if done:
-            self._probe = _UNPROBED
-            for other, member in self.connections.items():
-                self._probe = (other, member, member.boundaries)
-                break
 
     def root(self, name: str) -> Any:
         """See :meth:`multidb.interfaces.IConnectionGroup.root`."""
