@@ -447,7 +447,8 @@ class Connection(_ZConnection):
         if transaction is not None:
             self.boundaries += 1
         try:
-            super().newTransaction(transaction, sync)
+            # (Not super(): this runs at every boundary and every open.)
+            _ZConnection.newTransaction(self, transaction, sync)
         except Exception as e:
             # At a transaction boundary (transaction given: not open()'s
             # own call, whose failure the opener reports) every member
@@ -471,7 +472,7 @@ class Connection(_ZConnection):
         # group's (see Collection._open_connection), whose members are
         # open already.
         try:
-            super().open(transaction_manager, False)
+            _ZConnection.open(self, transaction_manager, False)
         except BaseException:
             _abandon_open(self)
             raise
