@@ -321,6 +321,9 @@ class Collection:
         #: Called for each cross-database reference a commit stores (see
         #: ICollection.reference_checks).
         self.reference_checks = []
+        #: Called, without arguments, when close() begins, before the
+        #: databases close (see ICollection.closing_hooks).
+        self.closing_hooks = []
         #: Called, without arguments, once the collection is closed (see
         #: ICollection.close_hooks).
         self.close_hooks = []
@@ -534,6 +537,13 @@ class Collection:
             self._uncounted = 0
             self._groups.clear()
             self._cond.notify_all()
+        # New groups are refused from here on; a layer above lets its own
+        # work in progress end before the databases close under it.
+        for hook in self.closing_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a closing hook of %r failed", self)
         for entry in entries:
             db, entry.db = entry.db, None
             if db is not None and entry.state is OPEN:

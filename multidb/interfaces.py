@@ -52,6 +52,16 @@ class ICollection(Interface):
         " done: a hook must be quick and must not use the transaction)."
         "  The tenants layer tells its commit subscribers through it.")
 
+    closing_hooks = Attribute(
+        "A list of callables called without arguments when ``close()``"
+        " begins: the collection already refuses new groups, and its"
+        " databases are still open.  A layer above lets its own work in"
+        " progress end there (the tenants layer waits, at most"
+        " ``catch_up_wait``, for a catch-up with the catalog that is"
+        " reading it).  Groups of the application are not waited for, as"
+        " ZODB's ``DB.close()`` does not wait for its connections."
+        "  Changed by the application.")
+
     close_hooks = Attribute(
         "A list of callables called without arguments once ``close()`` has"
         " closed the databases (the tenants layer stops its watcher and"

@@ -200,6 +200,45 @@ def test_changes_elsewhere_are_applied_without_a_request(
         b.close()
 
 
+def test_closing_lets_a_catch_up_in_progress_end(
+        zeo_server, tmp_path, monkeypatch, caplog):
+    # b catches up with a's create in the background; b is closed while
+    # that catch-up reads the catalog (held there, between the catalog's
+    # root and its change log).  Its databases close only once the
+    # catch-up ended: ZODB logs no refused load ("Shouldn't load state
+    # ... when the connection is closed"), and close() does not hang.
+    import threading
+    from multidb.tenants import catalogio
+    a, b = _zeo_pair(zeo_server, tmp_path)
+    reading = threading.Event()
+    real_serial = catalogio._serial
+
+    def slow_serial(root):
+        if threading.current_thread() is b.tenants._catcher:
+            reading.set()
+            time.sleep(0.3)
+        return real_serial(root)
+    try:
+        a.tenants.create('t0')
+        b.tenants.load()
+        with b.transaction() as g:
+            g.root('main')
+        monkeypatch.setattr(catalogio, '_serial', slow_serial)
+        a.tenants.create('new')
+        assert reading.wait(5), "b did not catch up in the background"
+        caplog.clear()
+        t0 = time.monotonic()
+        b.close()
+        assert time.monotonic() - t0 < b.tenants.catch_up_wait + 0.5
+        assert not b.tenants._catching_up
+        errors = [r for r in caplog.records if r.levelname in
+                  ('ERROR', 'CRITICAL', 'WARNING')]
+        assert errors == []
+    finally:
+        a.close()
+        b.close()
+
+
 def test_log_of_a_catalog_made_before_it(tenants):
     # A catalog written by a version without the log: the first change
     # starts it; processes read the whole catalog once.

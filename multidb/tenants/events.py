@@ -220,6 +220,21 @@ class Events:
             self._commits.append((name, tid))
             self._caught_up.notify_all()
 
+    def _end_catch_up(self):
+        # The collection is closing (it refuses new groups, so no new
+        # catch-up starts): one in progress is reading the catalog; it
+        # ends before the catalog's database closes under it, where ZODB
+        # would log every load it refuses.  Bounded, and never from the
+        # watcher itself (a subscriber closing the collection).
+        if threading.current_thread() is self._catcher:
+            return
+        with self._caught_up:
+            self._caught_up.notify_all()
+            if not self._caught_up.wait_for(lambda: not self._catching_up,
+                                            timeout=self.catch_up_wait):
+                log.warning("closing %r while catching up with catalog %r",
+                            self.collection, self.catalog)
+
     def _stop_following(self):
         # The collection closed: the watcher ends now, not at its next
         # timeout, and the listener with it.

@@ -204,6 +204,7 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
         self.isolation = isolation
         collection.set_resolver(self)
         collection.reference_checks.append(self._check_reference)
+        collection.closing_hooks.append(self._end_catch_up)
         collection.close_hooks.append(self._stop_following)
         # The catalog finishes last in a two-phase commit: a crash between
         # finishing a tenant and the catalog leaves data without a record,
