@@ -122,5 +122,8 @@ def main(args: Optional[Sequence[str]] = None) -> int:
     message = ' '.join(str(error).split())  # ZConfig's are multi-line
     if not message:
         message = type(error).__name__
+    notes = getattr(error, '__notes__', None)
+    if notes and not ns.debug:   # (the traceback printed them)
+        message += ' (' + '; '.join(notes) + ')'
     print(f"multidb: error: {message}", file=sys.stderr)
     return code

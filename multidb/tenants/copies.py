@@ -86,6 +86,17 @@ def new_snapshot_id(when: datetime.datetime) -> str:
     return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
 
 
+
+def _unmake(folder, made):
+    # A snapshot that failed (a full disk, say) leaves no snapshots folder
+    # it made: removed when it is still empty (the name's lock keeps
+    # other snapshots of the tenant out meanwhile).
+    if made:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass     # not empty, or gone
+
 class Copies:
     """Snapshots, revert, archives and restore (see the module).
 
@@ -127,7 +138,9 @@ class Copies:
         when = _now()
         sid = new_snapshot_id(when)
         path = backend.snapshot_path(rec.settings, sid)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder = os.path.dirname(path)
+        made = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
         tmp = tmp_name(path)
         try:
             if raw is None:
@@ -147,6 +160,7 @@ class Copies:
             except Exception:
                 log.warning("snapshot %s of %r is left for repair", sid,
                             rec.name, exc_info=True)
+            _unmake(folder, made)
             raise
         _crashpoint('snapshot.written')
         snap = Snapshot(id=sid, created=when, size=size, label=label)
@@ -171,6 +185,7 @@ class Copies:
                 return snap
             if listed is False:
                 backend.remove_snapshot(rec.settings, sid)
+                _unmake(folder, made)
             raise
         return snap
 

@@ -19,6 +19,15 @@ class _LockLost(TransientError):
     multidb_lost_connection = True
 
 
+def _name_the_tenants(error, names):
+    # A full disk's error names no file, or a file the user never named:
+    # say which tenants the operation was working on (once; the CLI
+    # prints an error's notes).
+    notes = getattr(error, '__notes__', ())
+    if not any(note.startswith('tenant ') for note in notes):
+        error.add_note('tenant ' + ', '.join(repr(n) for n in names))
+
+
 class NameLocks:
     """The locks of names (see the module).
 
@@ -48,7 +57,11 @@ class NameLocks:
                 for name, _ in slots:
                     stack.enter_context(self.backend.name_lock(name))
                 self._sync_catalog()
-                yield
+                try:
+                    yield
+                except OSError as e:
+                    _name_the_tenants(e, [name for name, _ in slots])
+                    raise
         finally:
             for slot in acquired:
                 slot[0].release()
