@@ -224,14 +224,7 @@ def test_create_whose_catalog_commit_fails_leaves_no_data(disk, tmp_path):
     # The catalog on the full disk, the tenants on another: the tenant's
     # storage is made, then the catalog cannot list it.  The storage goes
     # (a record-less storage is what repair deletes; here it never stays).
-    import multidb
-    from ZODB.FileStorage import FileStorage
-    import functools
-    c = multidb.Collection()
-    c.declare('catalog', functools.partial(
-        FileStorage, str(disk / 'catalog.fs')))
-    t = multidb.Tenants(c, catalog='catalog', backend=multidb.FileStorageBackend(
-        str(tmp_path / 'tenants' / '{name}.fs')))
+    c, t = fs_tenants(tmp_path, catalog=str(disk / 'catalog.fs'))
     try:
         t.create('a')
         before = files(tmp_path / 'tenants')
