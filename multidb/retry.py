@@ -86,10 +86,19 @@ def lost_connection(error):
     """Does error mean a lost (or refused, for now) connection to a
     database server, so that the operation may run again: psycopg2's
     InterfaceError and the OperationalErrors of a broken, terminated or
-    refused connection (not a wrong password or a missing database), or
-    an error a backend marks so (``multidb_lost_connection``)."""
+    refused connection (not a wrong password or a missing database),
+    ZEO's ``ClientDisconnected`` (its server gone or not answering in
+    ``wait_timeout``), or an error a backend marks so
+    (``multidb_lost_connection``)."""
     if getattr(error, 'multidb_lost_connection', False):
         return True
+    try:
+        from ZEO.Exceptions import ClientDisconnected
+    except ImportError:  # pragma: no cover (ZEO is optional)
+        pass
+    else:
+        if isinstance(error, ClientDisconnected):
+            return True
     try:
         import psycopg2
     except ImportError:  # pragma: no cover

@@ -121,14 +121,8 @@ def unavailable(error):
     that the request deserves a 503, not a 500?  Lost PostgreSQL
     connections (``multidb.retry.lost_connection``), ZEO's
     ``ClientDisconnected``, ``ServerUnavailable`` and ``TooManyOpen``."""
-    if isinstance(error, (ServerUnavailable, TooManyOpen)) or \
-            lost_connection(error):
-        return True
-    try:
-        from ZEO.Exceptions import ClientDisconnected
-    except ImportError:  # pragma: no cover (ZEO is a dependency)
-        return False
-    return isinstance(error, ClientDisconnected)
+    return isinstance(error, (ServerUnavailable, TooManyOpen)) or \
+        lost_connection(error)
 
 
 def _unavailable(start_response, path, error, exc_info=None):

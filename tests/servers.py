@@ -68,11 +68,14 @@ class PostgreSQL:
     multidb, not about PostgreSQL's durability.
     """
 
-    def __init__(self):
+    def __init__(self, data=None):
+        """data: the cluster's data folder (default: one in the cluster's
+        temporary folder), e.g. on a file system of the test's own; it
+        is not removed by close(), and must not exist or be empty."""
         self.bindir = pg_bindir()
         self.base = tempfile.mkdtemp(prefix='multidb-pg-')
         os.chmod(self.base, 0o755)
-        self.data = os.path.join(self.base, 'data')
+        self.data = data or os.path.join(self.base, 'data')
         self.port = free_port()
         self.proc = None
         self._as = {}
@@ -80,6 +83,8 @@ class PostgreSQL:
             import pwd
             pw = pwd.getpwnam('postgres')
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            if data is not None and os.path.isdir(data):
+                os.chown(data, pw.pw_uid, pw.pw_gid)
             self._as = {'user': pw.pw_uid, 'group': pw.pw_gid,
                         'extra_groups': [], 'cwd': self.base}
         subprocess.run(

@@ -412,3 +412,81 @@ def test_what_is_a_lost_connection():
     wrapped = RuntimeError('commit lock')
     wrapped.__cause__ = lost
     assert lost_connection(wrapped)
+
+
+
+def test_a_zeo_server_gone_is_server_unavailable(zeo_server, tmp_path):
+    # The catalog's ZEO server is gone: a create tries its attempts, then
+    # says so (ServerUnavailable, naming the tenant and what did not
+    # happen), not with ZEO's ClientDisconnected.
+    from multidb.backends.filestorage import FileStorageBackend
+    from multidb.config import collectionFromString
+    host, port = zeo_server.address
+    c = collectionFromString(
+        f"%import ZEO\n<multidb>\n  zeo-wait-timeout 200ms\n"
+        f"  <zodb catalog>\n    <zeoclient>\n      server {host}:{port}\n"
+        f"      storage catalog\n    </zeoclient>\n  </zodb>\n</multidb>\n")
+    t = multidb.Tenants(c, catalog='catalog', backend=FileStorageBackend(
+        str(tmp_path / 'tenants' / '{name}.fs')))
+    t.attempts, t.backoff = 3, 0.01
+    try:
+        t.create('a')
+        zeo_server.stop()
+        with pytest.raises(multidb.ServerUnavailable) as info:
+            t.create('b')
+        assert "tenant 'b'" in str(info.value)
+        assert 'was not created' in str(info.value)
+        assert not (tmp_path / 'tenants' / 'b.fs').exists()
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL cluster of the test's own (it is stopped), with a
+    database catalog."""
+    from servers import PostgreSQL
+    pg = PostgreSQL()
+    try:
+        pg.start()
+        pg.sql('CREATE DATABASE catalog')
+        yield pg
+    finally:
+        pg.close()
+
+
+def test_a_server_gone_costs_attempts_not_attempts_squared(
+        own_pg, tmp_path, monkeypatch):
+    # The PostgreSQL server is gone.  A create retries its attempts, and
+    # after each one asks the catalog whether it took effect anyway; that
+    # question (and every catalog read or write inside an attempt) is
+    # asked once, not with retries of its own: those multiplied, and a
+    # create took attempts x attempts backoffs (35 s instead of 3.5 with
+    # the default ten attempts).
+    pg = own_pg
+    c = multidb.Collection()
+    c.declare('catalog', lambda: RelStorageBackend(
+        pg.dsn('x_{name}'), keep_history=False)._open_relstorage(
+            pg.dsn('catalog')))
+    t = multidb.Tenants(c, catalog='catalog', backend=RelStorageBackend(
+        pg.dsn('t_{name}'), template='t_template',
+        snapshot_dir=str(tmp_path / 'snapshots'), keep_history=False))
+    t.attempts, t.backoff = 4, 0.01
+    try:
+        t.create('a')
+        pg.stop()
+        opened = []
+        catalog = t._catalog
+
+        def counting(*args, **kw):
+            opened.append(args)
+            return catalog(*args, **kw)
+        monkeypatch.setattr(t, '_catalog', counting)
+        with pytest.raises(multidb.ServerUnavailable) as info:
+            t.create('b')
+        assert "tenant 'b'" in str(info.value)
+        # At most one catalog transaction per attempt and one per
+        # question after it.
+        assert 0 < len(opened) <= 2 * t.attempts, len(opened)
+    finally:
+        c.close()

@@ -9,6 +9,7 @@ in the way), the declarations of tenants in the collection, and the
 tenants (``resolve``, ``open_failed``, ``refresh``, ``declare_all``).
 """
 import contextlib
+import contextvars
 import itertools
 import logging
 import threading
@@ -119,6 +120,25 @@ class _Reserved:
                                      name not in t._declared)
 
 
+
+# Set while a lifecycle operation runs its attempts (Tenants._attempts,
+# copies' _retrying): the operation retries the whole attempt, so a
+# catalog read or write inside it is tried once.  Retried there too, the retries would multiply: a create
+# against a server that is gone took attempts x attempts backoffs (35 s
+# instead of 3.5 with the default ten).
+_ATTEMPTING = contextvars.ContextVar('multidb_attempting', default=False)
+
+
+@contextlib.contextmanager
+def attempting():
+    """Within: catalog reads and writes are tried once (the caller
+    retries)."""
+    token = _ATTEMPTING.set(True)
+    try:
+        yield
+    finally:
+        _ATTEMPTING.reset(token)
+
 class CatalogAccess:
     """The catalog and the declarations of tenants (see the module).
 
@@ -153,7 +173,12 @@ class CatalogAccess:
 
     def _read(self, read):
         """read(tree) in a catalog transaction, run again when the catalog
-        write of another process or a lost connection got in the way."""
+        write of another process or a lost connection got in the way
+        (once only inside an operation's own attempts: see
+        ``attempting``)."""
+        if _ATTEMPTING.get():
+            with self._catalog() as (tree, _):
+                return read(tree)
         policy = self._policy()
         for _ in policy:
             try:
@@ -494,7 +519,11 @@ class CatalogAccess:
 
     def _write(self, change):
         """change(tree, group) in a catalog transaction, committed; run
-        again on a conflict or a lost connection."""
+        again on a conflict or a lost connection (once only inside an
+        operation's own attempts: see ``attempting``)."""
+        if _ATTEMPTING.get():
+            with self._catalog(write=True) as (tree, g):
+                return change(tree, g)
         policy = self._policy()
         for _ in policy:
             try:

@@ -38,6 +38,7 @@ from multidb.tenants.catalog import Snapshot
 from multidb.tenants.catalog import TenantRecord
 from multidb.tenants.catalog import now as _now
 from multidb.tenants.catalogio import _transient
+from multidb.tenants.catalogio import attempting
 from multidb.tenants.crashpoints import _crashpoint
 
 # One logger for the whole lifecycle, whichever module logs.
@@ -59,7 +60,8 @@ def _retrying(method):
         policy = self._policy()
         for _ in policy:
             try:
-                return method(self, *args, **kw)
+                with attempting():
+                    return method(self, *args, **kw)
             except Exception as e:
                 if not _transient(e):
                     raise

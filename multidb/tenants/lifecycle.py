@@ -57,6 +57,7 @@ from multidb.tenants.catalogio import CatalogAccess
 from multidb.tenants.catalogio import _committed_anyway
 from multidb.tenants.catalogio import _same_tenant
 from multidb.tenants.catalogio import _transient
+from multidb.tenants.catalogio import attempting
 from multidb.tenants.copies import Copies
 from multidb.tenants.copies import new_snapshot_id  # noqa: F401 (public)
 from multidb.tenants.crashpoints import _crash_test_join
@@ -233,13 +234,15 @@ class Tenants(CatalogAccess, NameLocks, Copies, Maintenance, Fleet,
         policy = self._policy()
         for _ in policy:
             try:
-                return attempt()
+                with attempting():
+                    return attempt()
             except Exception as e:
                 if not _transient(e):
                     raise
                 error = e
             try:
-                done = outcome()
+                with attempting():
+                    done = outcome()
                 known = True
             except Exception:
                 done, known = None, False

@@ -19,10 +19,24 @@ class _LockLost(TransientError):
     multidb_lost_connection = True
 
 
+def _says_no_tenant(error):
+    # An error from below the tenants: the system's (OSError), a ZEO
+    # server's (ZEO's ServerException: the server's own error, a full
+    # disk's among them, by class name and arguments) or PostgreSQL's
+    # lack of resources (SQLSTATE class 53: a full disk ...).
+    if isinstance(error, OSError):
+        return True
+    if type(error).__name__ == 'ServerException' and \
+            type(error).__module__.startswith('ZEO.'):
+        return True
+    code = getattr(error, 'pgcode', None)
+    return isinstance(code, str) and code.startswith('53')
+
+
 def _name_the_tenants(error, names):
-    # A full disk's error names no file, or a file the user never named:
-    # say which tenants the operation was working on (once; the CLI
-    # prints an error's notes).
+    # A full disk's error names no file, or a file the user never named
+    # (or one on a server): say which tenants the operation was working
+    # on (once; the CLI prints an error's notes).
     notes = getattr(error, '__notes__', ())
     if not any(note.startswith('tenant ') for note in notes):
         error.add_note('tenant ' + ', '.join(repr(n) for n in names))
@@ -59,8 +73,9 @@ class NameLocks:
                 self._sync_catalog()
                 try:
                     yield
-                except OSError as e:
-                    _name_the_tenants(e, [name for name, _ in slots])
+                except Exception as e:
+                    if _says_no_tenant(e):
+                        _name_the_tenants(e, [name for name, _ in slots])
                     raise
         finally:
             for slot in acquired:
