@@ -11,6 +11,8 @@ import threading
 
 from transaction.interfaces import TransientError
 
+from multidb.errors import MultiDBError
+
 
 class _LockLost(TransientError):
     """The lock of an operation was lost (with its server connection) and
@@ -20,12 +22,13 @@ class _LockLost(TransientError):
 
 
 def _says_no_tenant(error):
-    # An error from below the tenants: the system's (OSError), a ZEO
-    # server's (ZEO's ServerException: the server's own error, a full
-    # disk's among them, by class name and arguments) or PostgreSQL's
-    # lack of resources (SQLSTATE class 53: a full disk ...).
+    # An error from below the tenants: the system's (OSError, not one of
+    # multidb's own, which name what they are about), a ZEO server's
+    # (ZEO's ServerException: the server's own error, a full disk's among
+    # them, by class name and arguments) or PostgreSQL's lack of
+    # resources (SQLSTATE class 53: a full disk ...).
     if isinstance(error, OSError):
-        return True
+        return not isinstance(error, MultiDBError)
     if type(error).__name__ == 'ServerException' and \
             type(error).__module__.startswith('ZEO.'):
         return True
