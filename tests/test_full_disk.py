@@ -8,46 +8,21 @@ file, whose removal makes room again.
 """
 import errno
 import os
-import subprocess
 
 import pytest
-import transaction
 
 from multidb.cli import main
 
+from helpers import fill
 from helpers import fs_tenants
+from helpers import tmpfs
 
 
 @pytest.fixture
 def disk(tmp_path):
     """A 1 MiB tmpfs at tmp_path/disk, unmounted afterwards."""
-    path = tmp_path / 'disk'
-    path.mkdir()
-    done = subprocess.run(
-        ['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(path)],
-        capture_output=True, text=True)
-    if done.returncode:
-        pytest.fail(f"mounting a tmpfs for the full-disk tests failed"
-                    f" (these tests run as root): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / 'disk', '1m') as path:
         yield path
-    finally:
-        subprocess.run(['umount', '-l', str(path)], check=True)
-
-
-def fill(folder, leave=0):
-    """Fill folder's file system, leaving about leave bytes; the filler's
-    path (remove it to make room)."""
-    filler = os.path.join(folder, 'filler')
-    with open(filler, 'wb', buffering=0) as f:
-        try:
-            while True:
-                f.write(b'x' * 4096)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-    if leave:
-        os.truncate(filler, max(0, os.path.getsize(filler) - leave))
-    return filler
 
 
 def names(tenants):

@@ -31,6 +31,8 @@ from multidb.cli import main
 from multidb.config import collectionFromString
 from multidb.errors import ServerUnavailable
 
+from helpers import fill
+from helpers import tmpfs
 from servers import PostgreSQL
 from servers import ZEOServer
 
@@ -40,42 +42,6 @@ NO_SPACE = 'No space left on device'
 
 
 # -- disks ---------------------------------------------------------------
-
-@contextlib.contextmanager
-def tmpfs(path, size, owner=None):
-    """A tmpfs of size mounted at path (made), owned by the user owner,
-    unmounted (lazily: a server that hung may hold it) afterwards."""
-    os.makedirs(path, exist_ok=True)
-    done = subprocess.run(
-        ['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
-        capture_output=True, text=True)
-    if done.returncode:
-        pytest.fail(f"mounting a tmpfs for the full-disk tests failed"
-                    f" (these tests run as root): {done.stderr.strip()}")
-    try:
-        if owner is not None:
-            import pwd
-            pw = pwd.getpwnam(owner)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        yield path
-    finally:
-        subprocess.run(['umount', '-l', str(path)], check=True)
-
-
-def fill(folder, leave=0):
-    """Fill folder's file system, leaving about leave bytes; the filler's
-    path (remove it to make room).  (As test_full_disk.fill.)"""
-    filler = os.path.join(folder, 'filler')
-    with open(filler, 'wb', buffering=0) as f:
-        try:
-            while True:
-                f.write(b'x' * 4096)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-    if leave:
-        os.truncate(filler, max(0, os.path.getsize(filler) - leave))
-    return filler
-
 
 def names(tenants):
     return sorted(r.name for r in tenants.records())
