@@ -141,7 +141,6 @@ def postgres():
         pg.close()
 
 
-
 @pytest.fixture(scope='session')
 def pg_servers(postgres):
     """Three PostgreSQL clusters on loopback ports, standing in for three

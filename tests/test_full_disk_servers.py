@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 NO_SPACE = 'No space left on device'
 
 
-# -- disks ---------------------------------------------------------------
+# -- helpers -------------------------------------------------------------
 
 def names(tenants):
     return sorted(r.name for r in tenants.records())

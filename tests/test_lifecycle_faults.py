@@ -414,7 +414,6 @@ def test_what_is_a_lost_connection():
     assert lost_connection(wrapped)
 
 
-
 def test_a_zeo_server_gone_is_server_unavailable(zeo_server, tmp_path):
     # The catalog's ZEO server is gone: a create tries its attempts, then
     # says so (ServerUnavailable, naming the tenant and what did not

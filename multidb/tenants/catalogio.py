@@ -120,12 +120,12 @@ class _Reserved:
                                      name not in t._declared)
 
 
-
 # Set while a lifecycle operation runs its attempts (Tenants._attempts,
 # copies' _retrying): the operation retries the whole attempt, so a
-# catalog read or write inside it is tried once.  Retried there too, the retries would multiply: a create
-# against a server that is gone took attempts x attempts backoffs (35 s
-# instead of 3.5 with the default ten).
+# catalog read or write inside it is tried once.  Retried there too, the
+# retries would multiply: a create against a server that is gone took
+# attempts x attempts backoffs (35 s instead of 3.5 with the default
+# ten).
 _ATTEMPTING = contextvars.ContextVar('multidb_attempting', default=False)
 
 
@@ -138,6 +138,7 @@ def attempting():
         yield
     finally:
         _ATTEMPTING.reset(token)
+
 
 class CatalogAccess:
     """The catalog and the declarations of tenants (see the module).

@@ -88,7 +88,6 @@ def new_snapshot_id(when: datetime.datetime) -> str:
     return when.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:6]
 
 
-
 def _unmake(folder, made):
     # A snapshot that failed (a full disk, say) leaves no snapshots folder
     # it made: removed when it is still empty (the name's lock keeps
@@ -98,6 +97,7 @@ def _unmake(folder, made):
             os.rmdir(folder)
         except OSError:
             pass     # not empty, or gone
+
 
 class Copies:
     """Snapshots, revert, archives and restore (see the module).
